@@ -1,0 +1,806 @@
+"""Benchmark ``xent score`` against DuckDB, Polars, pandas+scikit-learn and a bare pyarrow decode.
+
+The script generates synthetic prediction files (Parquet and CSV, cached in ``--dir``), then runs
+every contender on the same file, each in its own fresh subprocess, interleaved and repeated::
+
+    for file in files:
+        warm the page cache (read the file once)
+        for r in range(repeat):
+            for contender in contenders:
+                run it in a new process; wall time around it; peak RSS from os.wait4
+
+and prints, per file, the median and minimum wall time, the ratio to xent, the child's own compute
+time, the peak RSS and the cross-entropy each contender computed (checked against xent's).
+
+Usage::
+
+    python bench/bench.py --rows 10000000 --classes 10 --repeat 3
+    python bench/bench.py --rows 10000000 --rows 50000000 --only parquet --keep
+
+The measuring parent imports nothing but the standard library: on Linux a child's ``ru_maxrss``
+is at least its parent's high-water RSS at spawn time (``exec`` folds the old address space's peak
+into it), so a parent that had loaded numpy would put a floor of its own size under every number.
+Data generation and every non-xent contender run as this same script in a fresh process
+(``bench.py --generate FILE ...`` and ``bench.py --run-one NAME FILE --classes K``), importing
+only what that one job needs. See bench/README.md for what each contender computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: float64 machine epsilon: xent's default ``--eps`` (q is clipped up to it before the log).
+EPS = 2.220446049250313e-16
+#: Rows per generated block, and so per Parquet row group.
+ROW_GROUP = 1_000_000
+#: Standard deviation of the random logits; with the class bias below, K=10 gives CE ~1.75 nats.
+LOGIT_SCALE = 1.25
+#: Bump when the generator changes, so cached files from an older generator are not reused.
+GEN_VERSION = 2
+#: Generated float32 rows must sum to 1 within this.
+ROW_SUM_TOL = 1e-6
+#: Binary is the smallest problem.
+MIN_CLASSES = 2
+#: Relative CE difference to xent above which a warning is printed.
+CE_RTOL = 1e-6
+
+THIS_FILE = Path(__file__).resolve()
+REPO_ROOT = THIS_FILE.parent.parent
+
+PARQUET_CONTENDERS = ("xent", "duckdb", "polars", "pandas+sklearn", "pyarrow-decode")
+CSV_CONTENDERS = ("xent", "duckdb", "polars", "pyarrow-decode")
+ALL_CONTENDERS = tuple(dict.fromkeys(PARQUET_CONTENDERS + CSV_CONTENDERS))
+PACKAGES = ("xentcli", "numpy", "pyarrow", "duckdb", "polars", "pandas", "scikit-learn", "scipy")
+
+
+def class_names(k: int) -> list[str]:
+    return [f"c{j}" for j in range(k)]
+
+
+def file_format(path: str | Path) -> str:
+    return "csv" if str(path).endswith(".csv") else "parquet"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Data generation (runs in its own process: `bench.py --generate FILE`)
+# --------------------------------------------------------------------------------------------
+
+
+def gen_block(seed: int, index: int, n: int, k: int) -> Any:
+    """Rows ``[index*ROW_GROUP, index*ROW_GROUP + n)`` of the synthetic data set, as a pa.Table.
+
+    Each block has its own seeded generator, so a file of N rows is exactly the first N rows of
+    any larger file with the same seed and class count (the CSV is a prefix of the Parquet file).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    # Separate streams for logits and label draws, so a shorter block is a prefix of a longer one.
+    rng_logits = np.random.default_rng([seed, index, 0])
+    rng_labels = np.random.default_rng([seed, index, 1])
+    bias = np.linspace(0.5, -0.5, k)  # mildly imbalanced classes
+    z = rng_logits.standard_normal((n, k)) * LOGIT_SCALE + bias
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)  # softmax, normalized in float64
+    # Labels drawn from the predicted distribution: a calibrated model, CE ~ E[H(q)].
+    cum = np.cumsum(z, axis=1)
+    u = rng_labels.random(n) * cum[:, -1]
+    idx = np.minimum((cum < u[:, None]).sum(axis=1), k - 1)
+    probs = np.ascontiguousarray(z.T, dtype=np.float32)  # (classes, rows): each column contiguous
+    worst = float(np.abs(probs.sum(axis=0, dtype=np.float64) - 1.0).max())
+    if worst > ROW_SUM_TOL:
+        raise AssertionError(f"generated float32 row sum off from 1 by {worst:.3g}")
+    names = class_names(k)
+    columns: dict[str, Any] = {f"p_{c}": pa.array(probs[j]) for j, c in enumerate(names)}
+    columns["label"] = pa.array(names, type=pa.string()).take(pa.array(idx))
+    return pa.table(columns)
+
+
+def open_writer(tmp: Path, csv: bool, schema: Any) -> Any:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if csv:
+        options = pacsv.WriteOptions(quoting_style="none")
+        return pacsv.CSVWriter(str(tmp), schema, write_options=options)
+    return pq.ParquetWriter(str(tmp), schema, compression="snappy")
+
+
+def write_blocks(tmp: Path, rows: int, k: int, seed: int, csv: bool) -> None:
+    """Stream the data set into ``tmp`` one ROW_GROUP block at a time (bounded memory)."""
+    nblocks = -(-rows // ROW_GROUP)
+    writer: Any = None
+    try:
+        for i in range(nblocks):
+            block = gen_block(seed, i, min(ROW_GROUP, rows - i * ROW_GROUP), k)
+            if writer is None:
+                writer = open_writer(tmp, csv, block.schema)
+            if csv:
+                writer.write_table(block)
+            else:
+                writer.write_table(block, row_group_size=ROW_GROUP)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def generate_main(path: Path, rows: int, k: int, seed: int) -> int:
+    """Write the data set to a temporary name, renamed to ``path`` only when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write_blocks(tmp, rows, k, seed, csv=file_format(path) == "csv")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return 0
+
+
+def data_path(directory: Path, rows: int, k: int, seed: int, suffix: str) -> Path:
+    return directory / f"xent-bench-{rows}r-{k}c-s{seed}-v{GEN_VERSION}.{suffix}"
+
+
+def ensure_file(path: Path, rows: int, k: int, seed: int) -> bool:
+    """Generate ``path`` in a child process unless cached; return True if generated now."""
+    if path.exists():
+        log(f"using cached {path} ({path.stat().st_size / 2**20:,.1f} MiB)")
+        return False
+    log(f"generating {path} ({rows:,} rows) ...")
+    t0 = time.perf_counter()
+    cmd = [sys.executable, str(THIS_FILE), "--generate", str(path), "--rows", str(rows)]
+    cmd += ["--classes", str(k), "--seed", str(seed)]
+    if subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False).returncode != 0:
+        raise SystemExit(f"error: generating {path} failed (see above)")
+    size = path.stat().st_size / 2**20
+    log(f"generated {path.name} ({size:,.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+    return True
+
+
+def warm_cache(path: Path) -> None:
+    """Read the file once into the page cache, through a small reused buffer."""
+    buf = bytearray(1 << 20)
+    with path.open("rb", buffering=0) as f:
+        while f.readinto(buf):
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# Contenders (each runs in its own process: `bench.py --run-one NAME FILE --classes K`)
+# --------------------------------------------------------------------------------------------
+
+ChildResult = dict[str, Any]
+
+
+def duckdb_sql(path: str, classes: Sequence[str]) -> str:
+    """One aggregate: mean -ln q(true class) (clipped at eps like xent) and mean -sum(q ln q)."""
+    quoted = path.replace("'", "''")
+    if file_format(path) == "csv":
+        source = f"read_csv('{quoted}', header = true)"
+    else:
+        source = f"read_parquet('{quoted}')"
+    cases = "\n".join(f"      WHEN '{c}' THEN p_{c}" for c in classes)
+    entropy = "\n".join(
+        f"      {'-' if i == 0 else '+'} p_{c} * ln(p_{c})" for i, c in enumerate(classes)
+    )
+    return (
+        "SELECT\n"
+        "  count(*) AS n,\n"
+        "  avg(-ln(greatest(CAST(CASE label\n"
+        f"{cases}\n"
+        f"    END AS DOUBLE), {EPS!r}))) AS cross_entropy,\n"
+        "  avg(-(\n"
+        f"{entropy}\n"
+        "  )) AS entropy_pred\n"
+        f"FROM {source}"
+    )
+
+
+def result(rows: int, ce: float | None, ent: float | None, t0: float, t1: float) -> ChildResult:
+    """The child's report; t0 = before its heavy imports, t1 = after them."""
+    return {
+        "rows": rows,
+        "cross_entropy": ce,
+        "entropy_pred": ent,
+        "import_s": t1 - t0,
+        "compute_s": time.perf_counter() - t1,
+    }
+
+
+def run_duckdb(path: str, classes: Sequence[str]) -> ChildResult:
+    t0 = time.perf_counter()
+    import duckdb
+
+    t1 = time.perf_counter()
+    con = duckdb.connect()  # default threads (= cores)
+    row = con.execute(duckdb_sql(path, classes)).fetchone()
+    assert row is not None
+    n, ce, ent = row
+    return result(n, ce, ent, t0, t1)
+
+
+def run_polars(path: str, classes: Sequence[str]) -> ChildResult:
+    t0 = time.perf_counter()
+    import polars as pl
+
+    t1 = time.perf_counter()
+    lf = pl.scan_csv(path) if file_format(path) == "csv" else pl.scan_parquet(path)
+    label = pl.col("label")
+    chain: Any = pl.when(label == classes[0]).then(pl.col(f"p_{classes[0]}"))
+    for c in classes[1:]:
+        chain = chain.when(label == c).then(pl.col(f"p_{c}"))
+    p_true = chain.cast(pl.Float64).clip(lower_bound=EPS)
+    q = [pl.col(f"p_{c}").cast(pl.Float64) for c in classes]
+    entropy = -pl.sum_horizontal([x * x.log() for x in q])
+    out = lf.select(
+        n=pl.len(),
+        cross_entropy=(-p_true.log()).mean(),
+        entropy_pred=entropy.mean(),
+    ).collect(engine="streaming")
+    rec = out.row(0, named=True)
+    return result(rec["n"], rec["cross_entropy"], rec["entropy_pred"], t0, t1)
+
+
+def run_pandas_sklearn(path: str, classes: Sequence[str]) -> ChildResult:
+    t0 = time.perf_counter()
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from scipy.special import entr
+    from sklearn.metrics import log_loss
+
+    t1 = time.perf_counter()
+    df = pd.read_csv(path) if file_format(path) == "csv" else pd.read_parquet(path)
+    # log_loss orders the probability columns like sorted(labels) (LabelBinarizer), so with
+    # K > 10 'c10' comes before 'c2': pass the columns in that order.
+    order = sorted(classes)
+    probs = df[[f"p_{c}" for c in order]].to_numpy(dtype=np.float64)  # (rows, classes)
+    with warnings.catch_warnings():
+        # float32 rows sum to 1 within ~3e-7, above log_loss's float64 tolerance (sqrt(eps)).
+        warnings.filterwarnings("ignore", message=".*do not sum to one.*")
+        ce = float(log_loss(df["label"].to_numpy(), probs, labels=order))
+    ent = float(entr(probs).sum(axis=1).mean())
+    return result(len(df), ce, ent, t0, t1)
+
+
+def run_pyarrow_decode(path: str, classes: Sequence[str]) -> ChildResult:
+    del classes
+    t0 = time.perf_counter()
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    t1 = time.perf_counter()
+    n = 0
+    if file_format(path) == "csv":
+        n = pacsv.read_csv(path).num_rows  # whole file, multi-threaded
+    else:
+        pf = pq.ParquetFile(path)
+        for i in range(pf.num_row_groups):
+            n += pf.read_row_group(i).num_rows
+    return result(n, None, None, t0, t1)
+
+
+RUNNERS: dict[str, Callable[[str, Sequence[str]], ChildResult]] = {
+    "duckdb": run_duckdb,
+    "polars": run_polars,
+    "pandas+sklearn": run_pandas_sklearn,
+    "pyarrow-decode": run_pyarrow_decode,
+}
+
+
+def child_main(name: str, path: str, k: int) -> int:
+    print(json.dumps(RUNNERS[name](path, class_names(k))))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parent: run children, measure, report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    file: str
+    format: str
+    contender: str
+    repeat: int
+    ok: bool
+    returncode: int
+    wall_s: float
+    maxrss_kib: int
+    compute_s: float | None = None
+    import_s: float | None = None
+    rows: int | None = None
+    cross_entropy: float | None = None
+    entropy_pred: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class ChildOutcome:
+    returncode: int
+    wall_s: float
+    maxrss_kib: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+def wait_child(proc: subprocess.Popen[bytes], timeout: float | None) -> tuple[int, int, bool]:
+    """Reap ``proc`` with os.wait4; return (exit code, its ru_maxrss in KiB, timed out)."""
+    done = threading.Event()
+    killed = threading.Event()
+
+    def kill() -> None:
+        if not done.is_set():  # not reaped yet, so the pid is still this child's
+            killed.set()
+            os.kill(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, kill) if timeout else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # e.g. Ctrl-C: do not leave the child running
+        os.kill(proc.pid, signal.SIGKILL)
+        os.waitpid(proc.pid, 0)
+        proc.returncode = -signal.SIGKILL
+        raise
+    finally:
+        done.set()
+        if timer is not None:
+            timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait again
+    return proc.returncode, usage.ru_maxrss, killed.is_set()
+
+
+def run_child(cmd: Sequence[str], timeout: float | None) -> ChildOutcome:
+    """Run ``cmd``: wall time around the whole process, peak RSS from its own rusage."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT
+        )
+        rc, maxrss_kib, timed_out = wait_child(proc, timeout)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        return ChildOutcome(
+            returncode=rc,
+            wall_s=wall,
+            maxrss_kib=maxrss_kib,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+            timed_out=timed_out,
+        )
+
+
+def contender_cmd(name: str, path: Path, k: int, xent_cmd: Sequence[str]) -> list[str]:
+    if name == "xent":
+        return [*xent_cmd, "score", str(path), "--format", "json", "-q"]
+    return [sys.executable, str(THIS_FILE), "--run-one", name, str(path), "--classes", str(k)]
+
+
+def failure_reason(outcome: ChildOutcome) -> str:
+    rc = outcome.returncode
+    if outcome.timed_out:
+        return "timed out (--timeout)"
+    if rc == -signal.SIGKILL:
+        return "killed by SIGKILL (out of memory?)"
+    return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+
+
+def parse_outcome(name: str, outcome: ChildOutcome) -> tuple[dict[str, Any], str | None]:
+    """Pull rows/CE/entropy out of the child's stdout; return (values, error)."""
+    if outcome.returncode != 0:
+        return {}, failure_reason(outcome)
+    try:
+        data = json.loads(outcome.stdout)
+    except json.JSONDecodeError as exc:
+        return {}, f"stdout is not JSON ({exc})"
+    if name != "xent":
+        return data, None
+    try:
+        metrics = data["metrics"]
+        values = {"rows": data["rows"]["scored"], "cross_entropy": metrics["cross_entropy"]}
+        return {**values, "entropy_pred": metrics["entropy_pred"]}, None
+    except (KeyError, TypeError) as exc:
+        return {}, f"xent JSON lacks {exc}"
+
+
+def make_run(path: Path, name: str, repeat: int, outcome: ChildOutcome) -> Run:
+    values, error = parse_outcome(name, outcome)
+    fields = ("compute_s", "import_s", "rows", "cross_entropy", "entropy_pred")
+    return Run(
+        file=str(path),
+        format=file_format(path),
+        contender=name,
+        repeat=repeat,
+        ok=error is None,
+        returncode=outcome.returncode,
+        wall_s=outcome.wall_s,
+        maxrss_kib=outcome.maxrss_kib,
+        error=error,
+        **{key: values.get(key) for key in fields},
+    )
+
+
+def log_run(run: Run, outcome: ChildOutcome, cmd: Sequence[str], args: argparse.Namespace) -> None:
+    status = "ok" if run.ok else f"FAILED ({run.error})"
+    log(
+        f"  repeat {run.repeat + 1}/{args.repeat} {run.contender:<15} {run.wall_s:8.2f} s "
+        f"{run.maxrss_kib / 1024:9.1f} MiB  {status}"
+    )
+    if not run.ok:
+        log(f"  {run.contender} failed; command: {shlex.join(cmd)}")
+        lines = outcome.stderr.strip().splitlines()[-15:]
+        if lines:
+            log("  stderr (last lines):\n" + "\n".join(f"    {line}" for line in lines))
+        log(f"  {run.contender}: skipping its remaining repeats on this file")
+
+
+def bench_file(
+    path: Path, rows: int, k: int, contenders: Sequence[str], args: argparse.Namespace
+) -> list[Run]:
+    """Warm the cache, then run every contender once per repeat, interleaved."""
+    log(f"\n[{file_format(path)}] {path.name}: warming page cache")
+    warm_cache(path)
+    runs: list[Run] = []
+    failed: set[str] = set()
+    for r in range(args.repeat):
+        for name in contenders:
+            if name in failed:
+                continue
+            cmd = contender_cmd(name, path, k, args.xent_cmd)
+            outcome = run_child(cmd, args.timeout)
+            run = make_run(path, name, r, outcome)
+            runs.append(run)
+            log_run(run, outcome, cmd, args)
+            if not run.ok:
+                failed.add(name)
+            elif run.rows is not None and run.rows != rows:
+                log(f"  WARNING: {name} counted {run.rows:,} rows, expected {rows:,}")
+    return runs
+
+
+def fmt_num(x: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if x is None else format(x, spec) + suffix
+
+
+def median_or_none(xs: Sequence[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def summary_row(name: str, rs: Sequence[Run], xent_median: float | None) -> tuple[str, ...]:
+    ok = [r for r in rs if r.ok]
+    med = median_or_none([r.wall_s for r in ok])
+    ratio = med / xent_median if med is not None and xent_median else None
+    ce = next((r.cross_entropy for r in ok if r.cross_entropy is not None), None)
+    status = "ok" if len(ok) == len(rs) else f"FAILED: {rs[-1].error}"
+    return (
+        name,
+        fmt_num(med, ".3f"),
+        fmt_num(min((r.wall_s for r in ok), default=None), ".3f"),
+        fmt_num(ratio, ".2f", "x"),
+        fmt_num(median_or_none([r.compute_s for r in ok if r.compute_s is not None]), ".3f"),
+        fmt_num(max((r.maxrss_kib / 1024 for r in ok), default=None), ",.0f"),
+        fmt_num(ce, ".10f"),
+        str(len(ok)),
+        status,
+    )
+
+
+def print_table(table: Sequence[tuple[str, ...]]) -> None:
+    """First column left-aligned, last (status) free-form, the rest right-aligned."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for j, row in enumerate(table):
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(w) for cell, w in zip(row[1:-1], widths[1:-1], strict=True)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+HEADER = (
+    "contender",
+    "median s",
+    "min s",
+    "vs xent",
+    "compute s",
+    "peak RSS MiB",
+    "cross-entropy",
+    "runs",
+    "status",
+)
+
+
+def report(path: Path, rows: int, k: int, contenders: Sequence[str], runs: list[Run]) -> None:
+    size = path.stat().st_size / 2**20
+    by_name = {name: [r for r in runs if r.contender == name] for name in contenders}
+    xent_median = median_or_none([r.wall_s for r in by_name.get("xent", []) if r.ok])
+    print(f"\n== {file_format(path)}: {path} ({rows:,} rows, {k} classes, {size:,.1f} MiB) ==")
+    print_table([HEADER, *(summary_row(name, by_name[name], xent_median) for name in contenders)])
+    check_ce(by_name)
+    sys.stdout.flush()
+
+
+def check_ce(by_name: dict[str, list[Run]]) -> None:
+    """Warn when a contender's CE differs from xent's (or DuckDB's, if xent failed)."""
+    ces = {
+        name: [r for r in rs if r.ok and r.cross_entropy is not None]
+        for name, rs in by_name.items()
+    }
+    ref_name = "xent" if ces.get("xent") else "duckdb"
+    if not ces.get(ref_name):
+        print("CE check: no reference (xent and duckdb both failed or were not run)")
+        return
+    ref = ces[ref_name][0].cross_entropy
+    assert ref is not None
+    if ref_name != "xent":
+        print("CE check: xent gave no CE; checking against duckdb instead")
+    worst = 0.0
+    for name, rs in ces.items():
+        for r in rs:
+            assert r.cross_entropy is not None
+            rel = abs(r.cross_entropy - ref) / abs(ref) if ref else abs(r.cross_entropy)
+            worst = max(worst, rel)
+            if rel > CE_RTOL:
+                print(
+                    f"WARNING: {name} (repeat {r.repeat + 1}) CE {r.cross_entropy!r} differs "
+                    f"from {ref_name}'s {ref!r} by {rel:.2e} relative (> {CE_RTOL:g})"
+                )
+    print(f"CE check vs {ref_name}: largest relative difference {worst:.2e} (tol {CE_RTOL:g})")
+
+
+def read_proc_field(path: str, key: str) -> str | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def package_version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(xent_cmd: Sequence[str]) -> dict[str, Any]:
+    mem_kib = read_proc_field("/proc/meminfo", "MemTotal")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": read_proc_field("/proc/cpuinfo", "model name") or platform.processor(),
+        "memory_gib": int(mem_kib.split()[0]) / 2**20 if mem_kib else None,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "xent_cmd": list(xent_cmd),
+        "versions": {pkg: package_version(pkg) for pkg in PACKAGES},
+    }
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    mem = f"{info['memory_gib']:.1f} GiB" if info["memory_gib"] else "? GiB"
+    print(
+        f"machine: {info['cpu_model']}; {info['cpu_count']} CPUs ({info['cpus_usable']} usable);"
+        f" {mem} RAM; {info['platform']}"
+    )
+    print(f"python {info['python']} ({info['python_executable']})")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    print(f"xent command: {shlex.join(info['xent_cmd'])}")
+
+
+def print_legend() -> None:
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        "\nmedian s / min s: parent's wall time around the whole child process (interpreter\n"
+        "  start-up and imports included, the same for everybody); vs xent: median / xent's\n"
+        "  median (above 1 = slower than xent); compute s: the child's own timing after its\n"
+        "  imports (xent does not report one); peak RSS: the child's ru_maxrss from os.wait4,\n"
+        f"  max over repeats (floor: this parent's own {floor:.0f} MiB high-water mark, which\n"
+        "  Linux carries into every child; a value at the floor is not a measurement)."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Benchmark xent against DuckDB, Polars, pandas+sklearn and pyarrow.",
+    )
+    p.add_argument(
+        "--rows",
+        type=int,
+        action="append",
+        metavar="N",
+        help="Parquet rows; repeat for several sizes (default 10000000)",
+    )
+    p.add_argument(
+        "--csv-rows",
+        type=int,
+        default=2_000_000,
+        metavar="N",
+        help="rows of the CSV file (default 2000000)",
+    )
+    p.add_argument("--classes", type=int, default=10, metavar="K", help="classes (default 10)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per contender (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "xent-bench",
+        help="where generated files are cached (default /tmp/xent-bench)",
+    )
+    p.add_argument("--only", choices=("parquet", "csv"), help="benchmark only this format")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the files this run generated (default: delete them at the end; "
+        "files found already cached are never deleted)",
+    )
+    p.add_argument(
+        "--xent-cmd",
+        default=None,
+        metavar="CMD",
+        help="command that runs xent, split like a shell would "
+        "(default: '<this python> -m xentcli')",
+    )
+    p.add_argument(
+        "--contenders",
+        default=None,
+        metavar="LIST",
+        help=f"comma list, a subset of: {','.join(ALL_CONTENDERS)}",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="kill a contender after S seconds (counted as failed)",
+    )
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="save raw results")
+    p.add_argument("--print-sql", action="store_true", help="print the DuckDB SQL used")
+    p.add_argument("--run-one", nargs=2, metavar=("NAME", "FILE"), help=argparse.SUPPRESS)
+    p.add_argument("--generate", type=Path, metavar="FILE", help=argparse.SUPPRESS)
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.run_one is not None and args.run_one[0] not in RUNNERS:
+        p.error(f"--run-one: unknown contender {args.run_one[0]!r}")
+    args.rows = args.rows or [10_000_000]
+    if min([*args.rows, args.csv_rows]) <= 0:
+        p.error("row counts must be positive")
+    if args.classes < MIN_CLASSES:
+        p.error("--classes must be at least 2")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    args.xent_cmd = (
+        shlex.split(args.xent_cmd) if args.xent_cmd else [sys.executable, "-m", "xentcli"]
+    )
+    if args.contenders:
+        args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+        unknown = sorted(set(args.contenders) - set(ALL_CONTENDERS))
+        if unknown:
+            p.error(f"unknown contenders: {', '.join(unknown)}")
+
+
+def plan_files(args: argparse.Namespace) -> list[tuple[Path, int, tuple[str, ...]]]:
+    """(file, rows, contenders) for every file to benchmark, in order."""
+    k, seed = args.classes, args.seed
+    plan: list[tuple[Path, int, tuple[str, ...]]] = []
+    if args.only in (None, "parquet"):
+        for n in dict.fromkeys(args.rows):
+            plan.append((data_path(args.dir, n, k, seed, "parquet"), n, PARQUET_CONTENDERS))
+    if args.only in (None, "csv"):
+        plan.append(
+            (data_path(args.dir, args.csv_rows, k, seed, "csv"), args.csv_rows, CSV_CONTENDERS)
+        )
+    wanted = args.contenders
+    return [(f, n, tuple(c for c in cs if wanted is None or c in wanted)) for f, n, cs in plan]
+
+
+def benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Generate what is missing, run every file's contenders, print its table."""
+    plan = plan_files(args)
+    generated: list[Path] = []
+    results: list[dict[str, Any]] = []
+    try:
+        generated = [f for f, n, _ in plan if ensure_file(f, n, args.classes, args.seed)]
+        for path, n, contenders in plan:
+            runs = bench_file(path, n, args.classes, contenders, args)
+            report(path, n, args.classes, contenders, runs)
+            sql = duckdb_sql(str(path), class_names(args.classes))
+            if args.print_sql and "duckdb" in contenders:
+                print(f"\nDuckDB SQL:\n{sql}", flush=True)
+            results.append(
+                {
+                    "file": str(path),
+                    "format": file_format(path),
+                    "rows": n,
+                    "classes": args.classes,
+                    "bytes": path.stat().st_size,
+                    "duckdb_sql": sql,
+                    "runs": [asdict(r) for r in runs],
+                }
+            )
+        print_legend()
+    finally:
+        if not args.keep and generated:
+            for path in generated:
+                path.unlink(missing_ok=True)
+            log(f"removed {len(generated)} generated file(s); use --keep to cache them")
+    return results
+
+
+def save_json(out: Path, args: argparse.Namespace, info: dict[str, Any], files: Any) -> None:
+    settings = {
+        "rows": args.rows,
+        "csv_rows": args.csv_rows,
+        "classes": args.classes,
+        "repeat": args.repeat,
+        "seed": args.seed,
+        "row_group_rows": ROW_GROUP,
+        "logit_scale": LOGIT_SCALE,
+        "generator_version": GEN_VERSION,
+        "parent_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    payload = {"machine": info, "settings": settings, "files": files}
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    log(f"raw results written to {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    if args.run_one is not None:
+        return child_main(args.run_one[0], args.run_one[1], args.classes)
+    if args.generate is not None:
+        return generate_main(args.generate, args.rows[0], args.classes, args.seed)
+    info = machine_info(args.xent_cmd)
+    print_machine(info)
+    print(
+        f"settings: rows={args.rows} csv_rows={args.csv_rows} classes={args.classes} "
+        f"repeat={args.repeat} seed={args.seed} dir={args.dir}",
+        flush=True,
+    )
+    files = benchmark(args)
+    if args.json is not None:
+        save_json(args.json, args, info, files)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from xentcli.cli import main
+
+main()

@@ -1,0 +1,285 @@
+"""The ``xent`` command: options → one pipeline call → render. The only module that prints or
+exits; heavy libraries are imported inside the commands so that ``xent --help`` starts fast."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+
+import typer
+
+from xentcli import __version__
+from xentcli.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, XentError
+
+try:  # typer >= 0.20 vendors click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
+_CLICK_ERRORS = (_ClickException,)
+
+if TYPE_CHECKING:
+    from xentcli.pipeline import ScoreOptions
+    from xentcli.report.model import Report
+
+app = typer.Typer(
+    name="xent",
+    help="Score prediction files: cross-entropy (log loss), entropy and KL divergence, overall "
+    "and per class, streamed in chunks from CSV, Parquet, Arrow or JSON Lines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class Scale(str, Enum):
+    probs = "probs"
+    logits = "logits"
+    logprobs = "logprobs"
+
+
+class Base(str, Enum):
+    e = "e"
+    two = "2"
+    ten = "10"
+
+
+class OnInvalid(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+class InputFormat(str, Enum):
+    csv = "csv"
+    tsv = "tsv"
+    parquet = "parquet"
+    arrow = "arrow"
+    jsonl = "jsonl"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"xent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Score prediction files."""
+
+
+Files = Annotated[list[str], typer.Argument(help="Prediction files (CSV, TSV, Parquet, Arrow, JSON Lines, optionally .gz/.zst/.bz2), a directory of Parquet files, or - for standard input.", metavar="FILE...")]
+Label = Annotated[Optional[str], typer.Option(help="Hard-label column (default: the first of label, y, y_true, target, true_label, class).", rich_help_panel="Columns")]
+Target = Annotated[Optional[str], typer.Option(help="Soft-target columns: a comma list or glob, one per class, in class order.", rich_help_panel="Columns")]
+Pred = Annotated[Optional[str], typer.Option(help="Prediction columns: a comma list, a glob ('p_*') or one list column (default: auto-detected; see xent inspect).", rich_help_panel="Columns")]
+Classes = Annotated[Optional[str], typer.Option(help="Class names in order, comma-separated (names list-column classes, fixes the order).", rich_help_panel="Columns")]
+Weight = Annotated[Optional[str], typer.Option(help="Row-weight column (non-negative numbers).", rich_help_panel="Columns")]
+By = Annotated[Optional[list[str]], typer.Option(help="Group column: report every metric per value (repeatable).", rich_help_panel="Columns")]
+RowId = Annotated[Optional[str], typer.Option("--id", help="Row-id column, shown in --worst.", rich_help_panel="Columns")]
+Positive = Annotated[Optional[str], typer.Option(help="Binary files: the label value of the positive class (the single prediction column is its probability).", rich_help_panel="Columns")]
+ScaleOpt = Annotated[Scale, typer.Option(help="What the prediction columns hold.", rich_help_panel="Math")]
+BaseOpt = Annotated[Base, typer.Option(help="Log base: e (nats), 2 (bits) or 10 (hartleys).", rich_help_panel="Math")]
+Eps = Annotated[float, typer.Option(help="Clip predicted probabilities below this before taking logs; 0 turns clipping off.", rich_help_panel="Math")]
+SumTol = Annotated[float, typer.Option(help="Largest allowed |row sum − 1| of predicted probabilities.", rich_help_panel="Validation")]
+Renormalize = Annotated[bool, typer.Option("--renormalize", help="Divide each prediction row by its sum instead of checking it.", rich_help_panel="Validation")]
+OnInvalidOpt = Annotated[OnInvalid, typer.Option(help="error: stop at invalid rows (exit 3); skip: drop and count them.", rich_help_panel="Validation")]
+ChunkRows = Annotated[int, typer.Option(min=1, help="Rows per chunk (bounds memory).", rich_help_panel="Input")]
+InputFormatOpt = Annotated[Optional[InputFormat], typer.Option(help="Read every input in this format instead of guessing from the file name.", rich_help_panel="Input")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Report format.", rich_help_panel="Output")]
+Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file (atomically) instead of stdout.", rich_help_panel="Output")]
+Precision = Annotated[int, typer.Option(min=0, max=17, help="Digits after the point in table and markdown output.", rich_help_panel="Output")]
+Worst = Annotated[int, typer.Option(min=0, help="List the N rows with the highest loss.", rich_help_panel="Output")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no warnings on stderr.", rich_help_panel="Output")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show a traceback for internal errors.", rich_help_panel="Output")]
+FailIf = Annotated[Optional[list[str]], typer.Option("--fail-if", help="Exit 1 when EXPR holds, e.g. 'cross_entropy > baseline + 1%' (repeatable).", rich_help_panel="Gates")]
+Baseline = Annotated[Optional[str], typer.Option(help="An earlier --format json report that 'baseline' in --fail-if refers to.", rich_help_panel="Gates")]
+AllowMismatch = Annotated[bool, typer.Option("--allow-signature-mismatch", help="Accept a baseline scored with other settings.", rich_help_panel="Gates")]
+
+
+def _options(**kw: object) -> ScoreOptions:
+    from xentcli.io.layout import LayoutRequest
+    from xentcli.pipeline import ScoreOptions
+
+    classes = kw["classes"]
+    request = LayoutRequest(
+        label=kw["label"], target=kw["target"], pred=kw["pred"],  # type: ignore[arg-type]
+        classes=[c.strip() for c in str(classes).split(",")] if classes else None,
+        weight=kw["weight"], by=tuple(kw["by"] or ()), id=kw["id"],  # type: ignore[arg-type]
+        positive=kw["positive"], scale=kw["scale"].value,  # type: ignore[arg-type, attr-defined]
+    )
+    fmt = kw["input_format"]
+    return ScoreOptions(
+        layout=request, base=kw["base"].value, eps=kw["eps"], sum_tol=kw["sum_tol"],  # type: ignore[attr-defined, arg-type]
+        renormalize=bool(kw["renormalize"]), on_invalid=kw["on_invalid"].value,  # type: ignore[attr-defined]
+        chunk_rows=kw["chunk_rows"], input_format=fmt.value if fmt else None,  # type: ignore[arg-type, attr-defined]
+        worst=kw["worst"],  # type: ignore[arg-type]
+    )
+
+
+@app.command()
+def score(
+    files: Files,
+    format: FormatOpt = OutputFormat.table,
+    output: Output = None,
+    label: Label = None,
+    target: Target = None,
+    pred: Pred = None,
+    classes: Classes = None,
+    weight: Weight = None,
+    by: By = None,
+    row_id: RowId = None,
+    positive: Positive = None,
+    scale: ScaleOpt = Scale.probs,
+    base: BaseOpt = Base.e,
+    eps: Eps = 2.220446049250313e-16,
+    sum_tol: SumTol = 1e-3,
+    renormalize: Renormalize = False,
+    on_invalid: OnInvalidOpt = OnInvalid.error,
+    chunk_rows: ChunkRows = 65_536,
+    input_format: InputFormatOpt = None,
+    precision: Precision = 4,
+    worst: Worst = 0,
+    fail_if: FailIf = None,
+    baseline: Baseline = None,
+    allow_signature_mismatch: AllowMismatch = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Score prediction files as one stream and print the report.
+
+    Exit codes: 0 scored and every gate passed, 1 a gate failed, 2 usage error, 3 input or data
+    error, 4 internal error, 130 interrupted.
+    """
+    from xentcli import gates as gate_mod
+    from xentcli.pipeline import score as run_score
+    from xentcli.report.model import GateOutcome
+
+    options = _options(label=label, target=target, pred=pred, classes=classes, weight=weight, by=by,
+                       id=row_id, positive=positive, scale=scale, base=base, eps=eps, sum_tol=sum_tol,
+                       renormalize=renormalize, on_invalid=on_invalid, chunk_rows=chunk_rows,
+                       input_format=input_format, worst=worst)
+    options.check()
+    parsed = [gate_mod.parse_gate(expr) for expr in fail_if or ()]
+    baseline_report = None
+    if baseline is not None:
+        baseline_report = gate_mod.load_baseline(baseline, options.signature(), 1, allow_signature_mismatch)
+    report = run_score(files, options)
+    if parsed:
+        results = gate_mod.evaluate_gates(parsed, report.to_dict(), baseline_report)
+        report = report.with_gates([GateOutcome(r.expr, r.value, r.threshold, r.passed) for r in results])
+    _emit(report, format.value, output, precision, quiet)
+    if not report.passed:
+        for line in gate_mod.failure_lines(results):
+            typer.echo(line, err=True)
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _emit(report: Report, fmt: str, output: str | None, precision: int, quiet: bool) -> None:
+    from xentcli.report.render import render
+
+    if not quiet:
+        for warning in report.warnings:
+            typer.echo(f"xent: warning: {warning}", err=True)
+    color = output is None and fmt == "table" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    text = render(report, fmt, precision, color)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomically(output, text)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it: never a half-written report."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".xent-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@app.command()
+def inspect(
+    file: Annotated[str, typer.Argument(help="A prediction file (or - for standard input).")],
+    label: Label = None,
+    target: Target = None,
+    pred: Pred = None,
+    classes: Classes = None,
+    weight: Weight = None,
+    by: By = None,
+    row_id: RowId = None,
+    positive: Positive = None,
+    scale: ScaleOpt = Scale.probs,
+    input_format: InputFormatOpt = None,
+) -> None:
+    """Show the format, row count, each column's detected role and why, and the classes."""
+    from xentcli.pipeline import inspect_layout
+    from xentcli.report.inspect import render_inspection
+
+    options = _options(label=label, target=target, pred=pred, classes=classes, weight=weight, by=by,
+                       id=row_id, positive=positive, scale=scale, base=Base.e, eps=0.0, sum_tol=1e-3,
+                       renormalize=False, on_invalid=OnInvalid.error, chunk_rows=65_536,
+                       input_format=input_format, worst=0)
+    sys.stdout.write(render_inspection(*inspect_layout(file, options)))
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"xent: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    # Python flushes stdout at exit; point it at /dev/null so that flush cannot fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every exception ends here as one line on stderr and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        result = app(args=args, prog_name="xent", standalone_mode=False)
+        raise SystemExit(result if isinstance(result, int) else 0)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except _CLICK_ERRORS as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except XentError as exc:
+        _fail(exc.render(), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except Exception as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        _fail(f"internal error ({type(exc).__name__}: {detail}); this is a bug. Run again with "
+              "--debug for the traceback and report it.", EXIT_INTERNAL)

@@ -1,0 +1,210 @@
+"""The one scoring state: additive float64 sums with ``update``, ``merge`` and ``finalize``.
+
+Because the state is a sum, chunking, threads, several files and several processes are all just
+addition (sacrebleu's "extract stats → sum → compute")."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from xentcli.core import kernels
+from xentcli.core.kernels import ChunkStats, Floats
+
+Scale = Literal["probs", "logits", "logprobs"]
+DEFAULT_EPS = float(np.finfo(np.float64).eps)
+UNITS = {"e": "nats", "2": "bits", "10": "hartleys"}
+
+
+def _zeros_stats(n_classes: int) -> ChunkStats:
+    vector = np.zeros(n_classes)
+    return ChunkStats(
+        0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, vector.copy(), vector.copy(), vector.copy(),
+        vector.copy(), vector.copy(), vector.copy(),
+    )
+
+
+def add_stats(total: ChunkStats, part: ChunkStats) -> None:
+    """total += part, field by field (in place)."""
+    for f in fields(ChunkStats):
+        setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
+
+
+@dataclass
+class Accumulator:
+    """Streaming scorer for K classes.
+
+    >>> import numpy as np
+    >>> acc = Accumulator(n_classes=2)
+    >>> acc.update(np.array([[0.9, 0.1], [0.2, 0.8]]), labels=np.array([0, 1]))
+    >>> round(acc.finalize().cross_entropy, 6)
+    0.164252
+    """
+
+    n_classes: int
+    eps: float = DEFAULT_EPS
+    scale: Scale = "probs"
+    stats: ChunkStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.n_classes < 1:
+            raise ValueError("n_classes must be at least 1")
+        self.stats = _zeros_stats(self.n_classes)
+
+    def update(
+        self,
+        preds: npt.ArrayLike,
+        labels: npt.ArrayLike | None = None,
+        targets: npt.ArrayLike | None = None,
+        weights: npt.ArrayLike | None = None,
+    ) -> None:
+        """Add a batch. ``preds`` (rows, classes) in this accumulator's scale; exactly one of
+        ``labels`` (rows,) class indices or ``targets`` (rows, classes) distributions."""
+        pred_cm = np.asarray(preds, dtype=np.float64).T
+        target_cm = None if targets is None else np.asarray(targets, dtype=np.float64).T
+        label_idx = None if labels is None else np.asarray(labels, dtype=np.intp)
+        weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.update_class_major(self.log_probs(pred_cm), label_idx, target_cm, weight_arr)
+
+    def log_probs(self, preds: Floats) -> kernels.LogProbs:
+        """Turn class-major predictions in this accumulator's scale into probabilities and logs."""
+        if self.scale == "logits":
+            return kernels.from_logits(preds)
+        if self.scale == "logprobs":
+            return kernels.from_log_probs(preds)
+        return kernels.from_probs(preds, self.eps)
+
+    def update_class_major(
+        self,
+        pred: kernels.LogProbs,
+        labels: npt.NDArray[np.intp] | None,
+        targets: Floats | None,
+        weights: Floats | None,
+    ) -> None:
+        """Add a batch already in class-major layout (the pipeline's fast path)."""
+        if pred.probs.shape[1] == 0:
+            return
+        if pred.probs.shape[0] != self.n_classes:
+            raise ValueError(f"expected {self.n_classes} classes, got {pred.probs.shape[0]}")
+        if labels is not None:
+            part = kernels.hard_label_stats(pred, labels, weights)
+        elif targets is not None:
+            part = kernels.soft_target_stats(pred, targets, weights, self.eps)
+        else:
+            raise ValueError("update needs labels or targets")
+        add_stats(self.stats, part)
+
+    def merge(self, other: Accumulator) -> Accumulator:
+        """A new accumulator holding both states (associative and commutative)."""
+        if other.n_classes != self.n_classes:
+            raise ValueError("cannot merge accumulators with different class counts")
+        merged = Accumulator(self.n_classes, self.eps, self.scale)
+        add_stats(merged.stats, self.stats)
+        add_stats(merged.stats, other.stats)
+        return merged
+
+    def finalize(self, base: str = "e") -> Scores:
+        """Means and per-class values in the unit of ``base`` ('e', '2' or '10')."""
+        return finalize_stats(self.stats, base)
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    support: float
+    share: float | None
+    mean_pred: float | None
+    cross_entropy: float | None
+    loss_share: float | None
+    kl_divergence: float | None
+    entropy_pred: float | None
+    accuracy: float | None
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Finalised metrics. A value with a zero denominator is None; an infinite loss stays inf
+    here and becomes null only in JSON."""
+
+    cross_entropy: float | None
+    entropy_target: float | None
+    kl_divergence: float | None
+    entropy_pred: float | None
+    prior_entropy: float | None
+    normalized_cross_entropy: float | None
+    perplexity: float | None
+    accuracy: float | None
+    weight_sum: float
+    rows: int
+    clipped: int
+    per_class: Sequence[ClassScores]
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    if denominator == 0 or math.isnan(numerator) or math.isnan(denominator):
+        return None
+    return numerator / denominator
+
+
+def entropy_of(distribution: Floats) -> float:
+    """H(p) in nats of a (not necessarily normalised) non-negative vector, 0·log 0 = 0."""
+    total = float(distribution.sum())
+    if total <= 0:
+        return 0.0
+    p = distribution[distribution > 0] / total
+    return float(-(p * np.log(p)).sum())
+
+
+def finalize_stats(stats: ChunkStats, base: str = "e") -> Scores:
+    """Turn sums into the metrics of SPEC section 1."""
+    unit = 1.0 if base == "e" else math.log(float(base))
+    w = stats.weight_sum
+
+    def mean(total: float) -> float | None:
+        value = _ratio(total, w)
+        return None if value is None else value / unit
+
+    ce_nats = _ratio(stats.loss_sum, w)
+    prior = entropy_of(stats.support) if w > 0 else None
+    per_class = [
+        ClassScores(
+            support=float(stats.support[k]),
+            share=_ratio(stats.support[k], w),
+            mean_pred=_ratio(stats.pred_sum[k], w),
+            cross_entropy=_in_unit(_ratio(stats.class_loss_sum[k], stats.support[k]), unit),
+            loss_share=_ratio(stats.class_loss_sum[k], stats.loss_sum),
+            kl_divergence=_in_unit(_ratio(stats.class_kl_sum[k], stats.support[k]), unit),
+            entropy_pred=_in_unit(_ratio(stats.class_pred_entropy_sum[k], stats.support[k]), unit),
+            accuracy=_ratio(stats.class_correct_sum[k], stats.support[k]),
+        )
+        for k in range(len(stats.support))
+    ]
+    return Scores(
+        cross_entropy=mean(stats.loss_sum),
+        entropy_target=mean(stats.target_entropy_sum),
+        kl_divergence=mean(stats.kl_sum),
+        entropy_pred=mean(stats.pred_entropy_sum),
+        prior_entropy=_in_unit(prior, unit),
+        normalized_cross_entropy=None if ce_nats is None or not prior else ce_nats / prior,
+        perplexity=None if ce_nats is None else _exp(ce_nats),
+        accuracy=_ratio(stats.correct_sum, w),
+        weight_sum=w,
+        rows=stats.rows,
+        clipped=stats.clipped,
+        per_class=per_class,
+    )
+
+
+def _in_unit(value: float | None, unit: float) -> float | None:
+    return None if value is None else value / unit
+
+
+def _exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf

@@ -1,0 +1,220 @@
+"""Per-chunk NumPy math. Every function here takes class-major arrays, shape ``(classes, rows)``,
+and returns additive statistics; nothing here allocates per-row Python objects.
+
+Class-major keeps each class's column contiguous (as it arrives from Arrow), so row reductions
+are vectorised adds of whole columns rather than short strided loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.intp]
+
+
+def _bincount(labels: Ints, weights: Floats, n_classes: int) -> Floats:
+    return np.bincount(labels, weights=weights, minlength=n_classes).astype(np.float64, copy=False)
+
+# Below this |argument| the closed forms of g and h lose digits to cancellation, so their
+# Taylor series are used instead (8 terms: the next one is < 1e-16 relative there).
+_SERIES_CUTOFF = 1e-2
+
+
+@dataclass
+class ChunkStats:
+    """Additive statistics of a chunk, all in nats. ``merge`` of two is their sum."""
+
+    rows: int
+    weight_sum: float
+    loss_sum: float  # Σ w H(p, q)
+    target_entropy_sum: float  # Σ w H(p)
+    kl_sum: float  # Σ w KL(p ‖ q)
+    pred_entropy_sum: float  # Σ w H(q)
+    correct_sum: float  # Σ w [argmax q = argmax p]
+    clipped: int  # entries with p > 0 whose q was clipped up to eps
+    support: Floats  # (classes,) Σ w p_k
+    pred_sum: Floats  # (classes,) Σ w q_k
+    class_loss_sum: Floats  # (classes,) Σ w p_k (−log q_k)
+    class_kl_sum: Floats  # (classes,) Σ w rel_entr(p_k, q_k)
+    class_pred_entropy_sum: Floats  # (classes,) Σ w p_k H(q)
+    class_correct_sum: Floats  # (classes,) Σ w p_k [argmax q = k]
+
+
+@dataclass
+class LogProbs:
+    """Predictions of a chunk: probabilities and their (clipped) logs, both ``(classes, rows)``."""
+
+    probs: Floats
+    log_probs: Floats
+    clipped_mask: npt.NDArray[np.bool_] | None  # where q < eps (probs scale only)
+    exact_logs: bool  # True when log q came from logits/logprobs, not from clipping q
+
+
+def from_probs(probs: Floats, eps: float) -> LogProbs:
+    """Log of probabilities clipped up to ``eps`` (``eps == 0``: no clipping, log 0 = −inf)."""
+    with np.errstate(divide="ignore"):
+        if eps > 0:
+            clipped = probs < eps
+            log_probs = np.log(np.maximum(probs, eps))
+        else:
+            clipped = None
+            log_probs = np.log(probs)
+    return LogProbs(probs, log_probs, clipped, exact_logs=False)
+
+
+def from_logits(logits: Floats) -> LogProbs:
+    """Stable log-softmax over classes (max subtracted); a single row of binary logits is
+    expanded by the caller with :func:`binary_logit_to_logits`."""
+    shifted = logits - logits.max(axis=0)
+    log_norm = np.log(np.exp(shifted).sum(axis=0))
+    log_probs = shifted - log_norm
+    return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)
+
+
+def from_log_probs(log_probs: Floats) -> LogProbs:
+    """Predictions given as log-probabilities: used exactly, nothing clipped."""
+    return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)
+
+
+def binary_logit_to_log_probs(logit: Floats) -> Floats:
+    """log-sigmoid of one binary logit, stacked as ``(2, rows)``: [log(1−σ(x)), log σ(x)].
+
+    log σ(x) = −(max(−x, 0) + log1p(exp(−|x|))): finite and exact for |x| up to 1e308.
+    """
+    soft = np.log1p(np.exp(-np.abs(logit)))
+    return np.stack([-(np.maximum(logit, 0) + soft), -(np.maximum(-logit, 0) + soft)])
+
+
+def _pred_entropy(pred: LogProbs) -> Floats:
+    """H(q) per row, with 0·log 0 = 0 also when eps = 0 made log q = −inf."""
+    terms = pred.probs * pred.log_probs
+    if not pred.exact_logs and not np.isfinite(pred.log_probs).all():
+        terms[pred.probs == 0] = 0.0
+    return -terms.sum(axis=0)
+
+
+def _weighted_sum(values: Floats, weights: Floats | None) -> float:
+    return float(values.sum() if weights is None else values @ weights)
+
+
+def hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None) -> ChunkStats:
+    """Statistics for one-hot targets given as class indices ``labels`` (rows,)."""
+    n_classes, n_rows = pred.probs.shape
+    rows = np.arange(n_rows)
+    loss = -pred.log_probs[labels, rows]  # −log q_y, also KL since H(p) = 0
+    pred_entropy = _pred_entropy(pred)
+    correct = pred.probs.argmax(axis=0) == labels
+    clipped = 0 if pred.clipped_mask is None else int(pred.clipped_mask[labels, rows].sum())
+    w = np.ones(n_rows) if weights is None else weights
+    loss_w = loss * w
+    support = _bincount(labels, w, n_classes)
+    class_loss = _bincount(labels, loss_w, n_classes)
+    correct_w = np.where(correct, w, 0.0)
+    return ChunkStats(
+        rows=n_rows,
+        weight_sum=float(w.sum()),
+        loss_sum=float(loss_w.sum()),
+        target_entropy_sum=0.0,
+        kl_sum=float(loss_w.sum()),
+        pred_entropy_sum=_weighted_sum(pred_entropy, weights),
+        correct_sum=float(correct_w.sum()),
+        clipped=clipped,
+        support=support,
+        pred_sum=pred.probs.sum(axis=1) if weights is None else pred.probs @ w,
+        class_loss_sum=class_loss,
+        class_kl_sum=class_loss.copy(),
+        class_pred_entropy_sum=_bincount(labels, pred_entropy * w, n_classes),
+        class_correct_sum=_bincount(labels, correct_w, n_classes),
+    )
+
+
+def _series(x: Floats, coefficients: tuple[float, ...]) -> Floats:
+    """Σ_j c_j x^(j+2), by Horner's rule."""
+    acc = np.full_like(x, coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        acc = acc * x + c
+    return acc * x * x
+
+
+# g(t) = (1+t)·log1p(t) − t = Σ_{n≥2} (−1)^n t^n / (n(n−1))
+_G_COEFFS = tuple((-1.0) ** n / (n * (n - 1)) for n in range(2, 10))
+# h(δ) = δ − 1 + exp(−δ) = Σ_{n≥2} (−1)^n δ^n / n!
+_H_COEFFS = tuple((-1.0) ** n / float(np.prod(np.arange(1, n + 1))) for n in range(2, 10))
+
+
+def _g(t: Floats) -> Floats:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        closed = (1.0 + t) * np.log1p(t) - t
+    return np.where(np.abs(t) < _SERIES_CUTOFF, _series(t, _G_COEFFS), closed)
+
+
+def _h(delta: Floats) -> Floats:
+    closed = delta + np.expm1(-delta)
+    return np.where(np.abs(delta) < _SERIES_CUTOFF, _series(delta, _H_COEFFS), closed)
+
+
+def rel_entr_terms(targets: Floats, pred: LogProbs, eps: float) -> Floats:
+    """rel_entr(p, q) = p·log(p/q) elementwise, computed so that it keeps its digits when p ≈ q.
+
+    With d = p − q and t = d/q: p·log(p/q) = q·g(t) + d, where g(t) = (1+t)·log1p(t) − t ≥ 0 is
+    second order in t and evaluated by its series near 0. The row sum Σ q·g(t) is then a sum of
+    non-negative terms, and Σ d is exactly 1 − Σq for normalised targets. For exact logs the same
+    idea runs on δ = log p − log q: p·δ = p·h(δ) + (p − q), h(δ) = δ − 1 + e^−δ.
+    """
+    positive = targets > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if pred.exact_logs:
+            delta = np.log(np.where(positive, targets, 1.0)) - pred.log_probs
+            terms = targets * _h(delta) + (targets - pred.probs)
+        else:
+            q = np.maximum(pred.probs, eps) if eps > 0 else pred.probs
+            d = targets - q
+            terms = q * _g(d / q) + d
+            terms = np.where(positive & (q == 0), np.inf, terms)
+    return np.where(positive, terms, 0.0)
+
+
+def soft_target_stats(pred: LogProbs, targets: Floats, weights: Floats | None, eps: float) -> ChunkStats:
+    """Statistics for target distributions ``targets`` (classes, rows)."""
+    n_classes, n_rows = pred.probs.shape
+    positive = targets > 0
+    with np.errstate(invalid="ignore"):
+        loss_terms = np.where(positive, -targets * pred.log_probs, 0.0)
+        target_entropy = -(targets * np.log(np.where(positive, targets, 1.0))).sum(axis=0)
+    kl_terms = rel_entr_terms(targets, pred, eps)
+    pred_entropy = _pred_entropy(pred)
+    pred_arg = pred.probs.argmax(axis=0)
+    rows = np.arange(n_rows)
+    correct = pred_arg == targets.argmax(axis=0)
+    clipped = 0 if pred.clipped_mask is None else int((pred.clipped_mask & positive).sum())
+    w = np.ones(n_rows) if weights is None else weights
+    loss = loss_terms.sum(axis=0)
+    return ChunkStats(
+        rows=n_rows,
+        weight_sum=float(w.sum()),
+        loss_sum=float(loss @ w),
+        target_entropy_sum=float(target_entropy @ w),
+        kl_sum=float(kl_terms.sum(axis=0) @ w),
+        pred_entropy_sum=float(pred_entropy @ w),
+        correct_sum=float(np.where(correct, w, 0.0).sum()),
+        clipped=clipped,
+        support=targets @ w,
+        pred_sum=pred.probs @ w,
+        class_loss_sum=loss_terms @ w,
+        class_kl_sum=kl_terms @ w,
+        class_pred_entropy_sum=targets @ (pred_entropy * w),
+        class_correct_sum=_bincount(pred_arg, targets[pred_arg, rows] * w, n_classes),
+    )
+
+
+def row_losses(pred: LogProbs, labels: Ints | None, targets: Floats | None) -> Floats:
+    """H(p_i, q_i) per row (nats), for the worst-rows list."""
+    if labels is not None:
+        return -pred.log_probs[labels, np.arange(labels.shape[0])]
+    assert targets is not None
+    with np.errstate(invalid="ignore"):
+        return np.where(targets > 0, -targets * pred.log_probs, 0.0).sum(axis=0)

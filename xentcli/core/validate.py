@@ -1,0 +1,112 @@
+"""Row validation: one reason code per row (0 = valid), computed with whole-chunk reductions so
+that a clean chunk costs a few passes and a dirty one is classified only where it is dirty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from xentcli.core.kernels import Floats
+
+Mask = npt.NDArray[np.bool_]
+Codes = npt.NDArray[np.uint8]
+
+# code → (key in rows.skipped_by_reason, what was expected); earlier codes win within a row.
+REASONS: dict[int, tuple[str, str]] = {
+    1: ("missing_label", "a label (the cell is empty or null)"),
+    2: ("unknown_label", "one of the classes"),
+    3: ("null", "a number (the cell is empty or null)"),
+    4: ("not_finite", "a finite number"),
+    5: ("out_of_range", "a probability in [0, 1]"),
+    6: ("sum_off", "the row's probabilities to sum to 1"),
+    7: ("invalid_weight", "a finite weight >= 0"),
+    8: ("not_a_number", "a number"),
+    9: ("list_length", "one value per class"),
+    10: ("ragged_row", "the header's number of fields"),
+}
+(MISSING_LABEL, UNKNOWN_LABEL, NULL, NOT_FINITE, OUT_OF_RANGE, SUM_OFF, INVALID_WEIGHT,
+ NOT_A_NUMBER, LIST_LENGTH, RAGGED_ROW) = range(1, 11)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    sum_tol: float = 1e-3
+    renormalize: bool = False
+
+
+def _distribution_codes(
+    values: Floats, null_rows: Mask | None, is_prob: bool, tol: Tolerance
+) -> Codes | None:
+    """Reason per row for a (classes, rows) block of probabilities (or logits if not is_prob)."""
+    n_rows = values.shape[1]
+    if is_prob:
+        low, high = values.min(axis=0), values.max(axis=0)
+        ok = (low >= 0) & (high <= 1)  # NaN fails both comparisons
+        if not tol.renormalize:
+            ok &= np.abs(values.sum(axis=0) - 1.0) <= tol.sum_tol
+        else:
+            ok &= values.sum(axis=0) > 0
+    else:
+        ok = np.isfinite(values).all(axis=0)
+    if null_rows is not None:
+        ok &= ~null_rows
+    if ok.all():
+        return None
+    codes = np.zeros(n_rows, dtype=np.uint8)
+    bad = np.flatnonzero(~ok)
+    sub = values[:, bad]
+    finite = np.isfinite(sub).all(axis=0)
+    in_range = ((sub >= 0) & (sub <= 1)).all(axis=0) if is_prob else finite
+    codes[bad] = np.where(finite, np.where(in_range, SUM_OFF, OUT_OF_RANGE), NOT_FINITE)
+    if null_rows is not None:
+        codes[null_rows] = NULL
+    return codes
+
+
+def merge_codes(codes: Codes | None, more: Codes | None) -> Codes | None:
+    """Keep the earliest (highest-priority) reason of each row."""
+    if more is None:
+        return codes
+    if codes is None:
+        return more
+    take = (more != 0) & ((codes == 0) | (more < codes))
+    codes[take] = more[take]
+    return codes
+
+
+def check_rows(
+    preds: Floats,
+    pred_nulls: Mask | None,
+    preds_are_probs: bool,
+    labels: npt.NDArray[np.intp] | None,
+    targets: Floats | None,
+    target_nulls: Mask | None,
+    weights: Floats | None,
+    weight_nulls: Mask | None,
+    tol: Tolerance,
+) -> Codes | None:
+    """Reason codes for every row of a chunk, or None when every row is valid.
+
+    Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``)."""
+    codes = _distribution_codes(preds, pred_nulls, preds_are_probs, tol)
+    if targets is not None:
+        target_tol = Tolerance(tol.sum_tol, renormalize=False)
+        codes = merge_codes(codes, _distribution_codes(targets, target_nulls, True, target_tol))
+    if labels is not None and labels.size and labels.min() < 0:
+        label_codes = np.where(labels == -2, MISSING_LABEL, np.where(labels == -1, UNKNOWN_LABEL, 0))
+        codes = merge_codes(codes, label_codes.astype(np.uint8))
+    if weights is not None:
+        bad_weight = ~(np.isfinite(weights) & (weights >= 0))
+        if weight_nulls is not None:
+            bad_weight |= weight_nulls
+        if bad_weight.any():
+            codes = merge_codes(codes, np.where(bad_weight, INVALID_WEIGHT, 0).astype(np.uint8))
+    return codes
+
+
+def reason_counts(codes: Codes) -> dict[str, int]:
+    """{reason key: rows} for the non-zero codes."""
+    counts = np.bincount(codes, minlength=len(REASONS) + 1)
+    return {REASONS[c][0]: int(counts[c]) for c in REASONS if counts[c]}

@@ -1,0 +1,229 @@
+"""Arrow record batch → class-major float64 NumPy arrays and class indices for the core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from xentcli.core.kernels import Floats
+from xentcli.core.validate import LIST_LENGTH, NOT_A_NUMBER, Codes, Mask
+from xentcli.errors import DataError, escape_value
+from xentcli.io.layout import Layout, is_text
+
+MISSING = -2
+UNKNOWN = -1
+_TRUE_FALSE = {"true": "true", "false": "false", "1": "1", "0": "0"}
+
+
+@dataclass
+class Decoded:
+    """One chunk as the core wants it; ``forced`` carries reasons found while decoding."""
+
+    preds: Floats  # (classes, rows), in the layout's scale
+    pred_nulls: Mask | None
+    labels: npt.NDArray[np.intp] | None
+    targets: Floats | None
+    target_nulls: Mask | None
+    weights: Floats | None
+    weight_nulls: Mask | None
+    forced: Codes | None
+
+
+def _nulls(column: pa.Array) -> Mask | None:
+    if column.null_count == 0:
+        return None
+    return np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _text_to_float(column: pa.Array) -> tuple[Floats, Mask | None]:
+    """Text cells parsed as numbers; a cell that is not a number becomes NaN and is flagged."""
+    try:
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values = np.full(len(column), np.nan)
+    bad = np.zeros(len(column), dtype=bool)
+    for i, text in enumerate(column.to_pylist()):
+        if text is None:
+            continue
+        try:
+            values[i] = float(pa.scalar(text).cast(pa.float64()).as_py())
+        except (pa.ArrowInvalid, TypeError, ValueError):
+            bad[i] = True
+    return values, bad
+
+
+def to_float(column: pa.Array) -> tuple[Floats, Mask | None]:
+    """A column as float64 (nulls → NaN) and the rows whose text was not a number."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if is_text(column.type) or pa.types.is_null(column.type):
+        return _text_to_float(column)
+    if pa.types.is_boolean(column.type) or pa.types.is_decimal(column.type):
+        column = column.cast(pa.float64())
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise DataError(f"column type {escape_value(str(column.type))} holds no numbers",
+                        "prediction, target and weight columns must be numeric")
+    return column.to_numpy(zero_copy_only=False), None
+
+
+def _wide(batch: pa.RecordBatch, names: tuple[str, ...]) -> tuple[Floats, Mask | None, Mask | None]:
+    """Wide columns into one (classes, rows) float64 block."""
+    out = np.empty((len(names), batch.num_rows))
+    nulls: Mask | None = None
+    bad_text: Mask | None = None
+    for k, name in enumerate(names):
+        column = batch.column(name)
+        out[k], bad = to_float(column)
+        column_nulls = _nulls(column)
+        if column_nulls is not None:
+            nulls = column_nulls if nulls is None else nulls | column_nulls
+        if bad is not None:
+            bad_text = bad if bad_text is None else bad_text | bad
+    return out, nulls, bad_text
+
+
+def _listed(column: pa.Array, n_classes: int) -> tuple[Floats, Mask | None, Mask | None]:
+    """A list column with ``n_classes`` values per row into (classes, rows)."""
+    if pa.types.is_list_view(column.type):
+        column = column.cast(pa.list_(column.type.value_type))
+    n_rows = len(column)
+    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy(zero_copy_only=False)
+    good = lengths == n_classes
+    if good.all():
+        flat = column.flatten() if not pa.types.is_fixed_size_list(column.type) else column.values
+        if pa.types.is_fixed_size_list(column.type) and column.offset:
+            flat = column.flatten()
+        values, _ = to_float(flat)
+        return np.ascontiguousarray(values.reshape(n_rows, n_classes).T), None, None
+    out = np.full((n_classes, n_rows), np.nan)
+    if good.any():
+        values, _ = to_float(column.filter(pa.array(good)).flatten())
+        out[:, good] = values.reshape(-1, n_classes).T
+    nulls = lengths == -1
+    return out, (nulls if nulls.any() else None), ~good & ~nulls
+
+
+def list_width(column: pa.Array) -> int | None:
+    """Values in the first non-null row of a list column (how many classes it has)."""
+    lengths = pc.list_value_length(column).drop_null()
+    return int(lengths[0].as_py()) if len(lengths) else None
+
+
+class LabelMapper:
+    """Label cells → class indices (−1 unknown, −2 missing), matching by text; integer labels as
+    positions when the layout says so; binary labels by their 0/1, true/false or --positive."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.classes: list[str] | None = list(layout.classes) if layout.classes is not None else None
+        self.negative_seen: str | None = None
+        self._index: dict[str, int] = {c: i for i, c in enumerate(self.classes or [])}
+
+    def _code(self, text: str) -> int:
+        if text == "":
+            return MISSING
+        if self.layout.positional_labels:
+            try:
+                position = int(text)
+            except ValueError:
+                return UNKNOWN
+            return position if 0 <= position < len(self._index) else UNKNOWN
+        if self.classes is None:
+            return self._binary_code(text)
+        if self.layout.binary and self.layout.label_kind == "text" and text not in self._index:
+            return self._index.get(_TRUE_FALSE.get(text.lower(), text), UNKNOWN)
+        return self._index.get(text, UNKNOWN)
+
+    def _binary_code(self, text: str) -> int:
+        """Text labels of a binary file without fixed class names."""
+        positive = self.layout.positive
+        if positive is not None:
+            if text == positive:
+                return 1
+            if self.negative_seen is None:
+                self.negative_seen = text
+            return 0 if text == self.negative_seen else UNKNOWN
+        lowered = text.lower()
+        if lowered in ("0", "1"):
+            self._fix_classes(["0", "1"])
+        elif lowered in ("true", "false"):
+            self._fix_classes(["false", "true"])
+        else:
+            return UNKNOWN
+        return self._code(text)
+
+    def _fix_classes(self, names: list[str]) -> None:
+        self.classes = names
+        self._index = {c: i for i, c in enumerate(names)}
+
+    def final_classes(self) -> list[str]:
+        """Class names once the data has been seen (binary files may name them from the data)."""
+        if self.classes is not None:
+            return self.classes
+        if self.layout.positive is not None:
+            return [self.negative_seen or f"not {self.layout.positive}", self.layout.positive]
+        return ["0", "1"]
+
+    def map(self, column: pa.Array) -> npt.NDArray[np.intp]:
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+        texts = [_label_text(v) for v in encoded.dictionary.to_pylist()]
+        codes = np.array([self._code(t) for t in texts] + [MISSING], dtype=np.intp)
+        indices = pc.fill_null(encoded.indices, len(texts)).to_numpy(zero_copy_only=False)
+        return codes[indices]
+
+
+def _label_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return "" if value is None else str(value)
+
+
+def decode(batch: pa.RecordBatch, layout: Layout, n_classes: int, labels: LabelMapper | None) -> Decoded:
+    """Everything the core needs from one batch, as float64 class-major arrays."""
+    forced: Codes | None = None
+    if layout.pred_is_list:
+        preds, pred_nulls, wrong_length = _listed(batch.column(layout.pred_columns[0]), n_classes)
+        if wrong_length is not None and wrong_length.any():
+            forced = np.where(wrong_length, LIST_LENGTH, 0).astype(np.uint8)
+    else:
+        preds, pred_nulls, bad_text = _wide(batch, layout.pred_columns)
+        if bad_text is not None:
+            forced = np.where(bad_text, NOT_A_NUMBER, 0).astype(np.uint8)
+    if layout.binary:
+        preds = _binary_block(preds, layout.scale)
+    targets = target_nulls = None
+    if layout.target_columns is not None:
+        targets, target_nulls, bad_target = _wide(batch, layout.target_columns)
+        if bad_target is not None:
+            more = np.where(bad_target, NOT_A_NUMBER, 0).astype(np.uint8)
+            forced = more if forced is None else np.maximum(forced, more)
+    weights = weight_nulls = None
+    if layout.weight_column is not None:
+        column = batch.column(layout.weight_column)
+        weights, bad_weight = to_float(column)
+        weight_nulls = _nulls(column)
+        if bad_weight is not None:
+            weight_nulls = bad_weight if weight_nulls is None else weight_nulls | bad_weight
+    mapped = labels.map(batch.column(layout.label_column)) if labels and layout.label_column else None
+    return Decoded(preds, pred_nulls, mapped, targets, target_nulls, weights, weight_nulls, forced)
+
+
+def _binary_block(positive: Floats, scale: str) -> Floats:
+    """One P(positive) column → (2, rows): [1 − p, p] (or [0, x] for logits, whose softmax is
+    σ(x)); log-probabilities are expanded by the core's log-sigmoid path."""
+    if scale == "logits":
+        return np.concatenate([np.zeros_like(positive), positive])
+    if scale == "logprobs":
+        return np.concatenate([np.log1p(-np.exp(positive)), positive])
+    return np.concatenate([1.0 - positive, positive])

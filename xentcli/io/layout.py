@@ -1,0 +1,329 @@
+"""Column roles: which columns are the label, targets, predictions, weight, groups and id, the
+class names, and why each was chosen (``xent inspect`` prints the reasons)."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from xentcli.errors import DataError, UsageError, escape_value, one_of
+
+LABEL_NAMES = ("label", "y", "y_true", "target", "true_label", "class")
+LIST_PRED_NAMES = ("probs", "probabilities", "y_pred", "pred", "logits")
+SEPARATORS = "_-.:"
+
+
+@dataclass(frozen=True)
+class LayoutRequest:
+    """What the user asked for on the command line (None: auto-detect)."""
+
+    label: str | None = None
+    target: str | None = None
+    pred: str | None = None
+    classes: Sequence[str] | None = None
+    weight: str | None = None
+    by: Sequence[str] = ()
+    id: str | None = None
+    positive: str | None = None
+    scale: str = "probs"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The resolved roles of a file's columns."""
+
+    label_column: str | None
+    target_columns: tuple[str, ...] | None
+    pred_columns: tuple[str, ...]
+    pred_is_list: bool
+    classes: tuple[str, ...] | None  # None: a list column whose length is seen in the first row
+    binary: bool
+    label_kind: str  # "text", "integer" or "boolean"
+    positional_labels: bool  # integer labels are positions 0..K-1
+    positive: str | None
+    scale: str
+    weight_column: str | None = None
+    group_columns: tuple[str, ...] = ()
+    id_column: str | None = None
+    reasons: dict[str, str] = field(default_factory=dict)  # column → why it has its role
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column to read, each once, in a stable order."""
+        names = [self.label_column, *(self.target_columns or ()), *self.pred_columns,
+                 self.weight_column, *self.group_columns, self.id_column]
+        return list(dict.fromkeys(n for n in names if n is not None))
+
+    def csv_types(self) -> dict[str, pa.DataType]:
+        """How CSV cells of each role convert: labels, groups and ids stay text exactly as
+        written; every number is float64."""
+        types: dict[str, pa.DataType] = {}
+        for name in (self.label_column, *self.group_columns, self.id_column):
+            if name is not None:
+                types[name] = pa.string()
+        numeric = [*(self.target_columns or ()), self.weight_column]
+        if not self.pred_is_list:
+            numeric += list(self.pred_columns)
+        for name in numeric:
+            if name is not None:
+                types[name] = pa.float64()
+        return types
+
+
+def is_numeric(dtype: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype))
+
+
+def is_text(dtype: pa.DataType) -> bool:
+    return bool(pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+                or pa.types.is_string_view(dtype))
+
+
+def is_list(dtype: pa.DataType) -> bool:
+    return bool(pa.types.is_list(dtype) or pa.types.is_large_list(dtype)
+                or pa.types.is_fixed_size_list(dtype) or pa.types.is_list_view(dtype))
+
+
+def strip_shared_prefix(names: Sequence[str]) -> tuple[str, list[str]]:
+    """('p_', ['cat', 'dog']) for ['p_cat', 'p_dog']: the longest shared prefix that ends in one
+    of ``_ - . :``, cut off every name (kept when it would leave a name empty)."""
+    if len(names) < 2:
+        return "", list(names)
+    common = os.path.commonprefix(list(names))
+    cut = max(common.rfind(sep) for sep in SEPARATORS) + 1
+    prefix = common[:cut]
+    if not prefix or any(len(n) == len(prefix) for n in names):
+        return "", list(names)
+    return prefix, [n[len(prefix):] for n in names]
+
+
+def _missing_column(name: str, schema: pa.Schema, flag: str) -> DataError:
+    close = difflib.get_close_matches(name, schema.names, n=3)
+    hint = f"did you mean {one_of(close)}?" if close else f"the columns are {one_of(schema.names[:20])}"
+    return DataError(f"{flag} {escape_value(name)}: no such column", hint)
+
+
+def select_columns(spec: str, schema: pa.Schema, flag: str) -> list[str]:
+    """A comma list or glob of column names, checked against the schema, in the order given
+    (globs in file order)."""
+    if any(ch in spec for ch in "*?["):
+        names = [n for n in schema.names if fnmatch.fnmatchcase(n, spec)]
+        if not names:
+            raise DataError(f"{flag} {escape_value(spec)} matches no column",
+                            f"the columns are {one_of(schema.names[:20])}")
+        return names
+    names = [part.strip() for part in spec.split(",") if part.strip()]
+    for name in names:
+        if name not in schema.names:
+            raise _missing_column(name, schema, flag)
+    if len(set(names)) != len(names):
+        raise UsageError(f"{flag} {escape_value(spec)} names a column twice")
+    return names
+
+
+def _check_schema(schema: pa.Schema) -> None:
+    seen: set[str] = set()
+    for name in schema.names:
+        if name in seen:
+            raise DataError(f"duplicate column name {escape_value(name)}",
+                            "give every column a distinct name")
+        seen.add(name)
+    for fld in schema:
+        if isinstance(fld.type, pa.ExtensionType):
+            raise DataError(f"column {escape_value(fld.name)} has extension type "
+                            f"{escape_value(str(fld.type))}, which xent does not read",
+                            "store plain numbers, text or lists of numbers")
+
+
+def _find_label(schema: pa.Schema, taken: set[str]) -> tuple[str | None, str]:
+    lowered: dict[str, list[str]] = {}
+    for name in schema.names:
+        lowered.setdefault(name.lower(), []).append(name)
+    for candidate in LABEL_NAMES:
+        found = [n for n in lowered.get(candidate, []) if n not in taken]
+        if len(found) > 1:
+            raise DataError(f"ambiguous label column: {one_of(found)} both match {candidate!r}",
+                            "pick one with --label COL")
+        if found:
+            return found[0], f"named {candidate!r} (first of {', '.join(LABEL_NAMES)})"
+    return None, ""
+
+
+def _auto_preds(schema: pa.Schema, taken: set[str]) -> tuple[list[str], bool, str]:
+    """Prediction columns by the rules of SPEC section 2: a list column with a known name, else
+    every remaining numeric column plus text columns that share their name prefix."""
+    lists = [f.name for f in schema if f.name.lower() in LIST_PRED_NAMES and is_list(f.type)
+             and f.name not in taken]
+    if len(lists) > 1:
+        raise DataError(f"ambiguous prediction columns: {one_of(lists)} are all list columns",
+                        "pick one with --pred COL")
+    if lists:
+        return lists, True, f"list column named {lists[0]!r}"
+    numeric = [f.name for f in schema if f.name not in taken and is_numeric(f.type)]
+    if not numeric:
+        return [], False, ""
+    prefix, _ = strip_shared_prefix(numeric)
+    if prefix:
+        numeric = [f.name for f in schema if f.name not in taken and f.name.startswith(prefix)
+                   and (is_numeric(f.type) or is_text(f.type) or pa.types.is_null(f.type))]
+    return numeric, False, "numeric column" + (f" with prefix {prefix!r}" if prefix else "")
+
+
+def _label_kind(dtype: pa.DataType) -> str:
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    if pa.types.is_integer(dtype):
+        return "integer"
+    if pa.types.is_dictionary(dtype):
+        return _label_kind(dtype.value_type)
+    return "text"
+
+
+def _is_int_text(name: str) -> bool:
+    return name.lstrip("-").isdigit()
+
+
+def resolve_layout(schema: pa.Schema, request: LayoutRequest) -> Layout:
+    """Decide every column's role from the schema and the user's flags."""
+    _check_schema(schema)
+    reasons: dict[str, str] = {}
+    fixed = {"--weight": request.weight, "--id": request.id}
+    for flag, name in fixed.items():
+        if name is not None and name not in schema.names:
+            raise _missing_column(name, schema, flag)
+    for name in request.by:
+        if name not in schema.names:
+            raise _missing_column(name, schema, "--by")
+    taken = {n for n in (request.weight, request.id, *request.by) if n is not None}
+    if request.weight:
+        reasons[request.weight] = "weight (--weight)"
+    for name in request.by:
+        reasons[name] = "group (--by)"
+    if request.id:
+        reasons[request.id] = "row id (--id)"
+
+    target_columns: tuple[str, ...] | None = None
+    label: str | None = None
+    if request.target is not None:
+        target_columns = tuple(select_columns(request.target, schema, "--target"))
+        taken |= set(target_columns)
+        reasons.update({c: "soft target (--target)" for c in target_columns})
+    elif request.label is not None:
+        if request.label not in schema.names:
+            raise _missing_column(request.label, schema, "--label")
+        label = request.label
+        reasons[label] = "label (--label)"
+    else:
+        label, why = _find_label(schema, taken)
+        if label is None:
+            raise DataError("no label column found",
+                            f"name it one of {', '.join(LABEL_NAMES)}, or pass --label COL "
+                            "(or --target COLS for soft targets)")
+        reasons[label] = f"label: {why}"
+    if label is not None:
+        taken.add(label)
+
+    if request.pred is not None:
+        preds = select_columns(request.pred, schema, "--pred")
+        pred_is_list = len(preds) == 1 and is_list(schema.field(preds[0]).type)
+        pred_why = "prediction (--pred)"
+    else:
+        preds, pred_is_list, pred_why = _auto_preds(schema, taken)
+        if not preds:
+            raise DataError("no prediction columns found",
+                            "name a list column probs/pred/logits, add numeric probability "
+                            "columns, or pass --pred COLS")
+    overlap = taken & set(preds)
+    if overlap:
+        raise UsageError(f"column {one_of(sorted(overlap))} cannot be a prediction and also "
+                         "have another role")
+    reasons.update({c: pred_why for c in preds})
+    return _finish_layout(schema, request, label, target_columns, preds, pred_is_list, reasons)
+
+
+def _finish_layout(
+    schema: pa.Schema,
+    request: LayoutRequest,
+    label: str | None,
+    target_columns: tuple[str, ...] | None,
+    preds: list[str],
+    pred_is_list: bool,
+    reasons: dict[str, str],
+) -> Layout:
+    label_kind = _label_kind(schema.field(label).type) if label is not None else "text"
+    binary = not pred_is_list and len(preds) == 1 and target_columns is None
+    classes = _classes(schema, request, preds, pred_is_list, binary, label_kind, target_columns)
+    positional = (label is not None and label_kind == "integer" and classes is not None
+                  and not binary and not any(_is_int_text(c) for c in classes))
+    used = {label, *(target_columns or ()), *preds, request.weight, request.id, *request.by}
+    return Layout(
+        label_column=label,
+        target_columns=target_columns,
+        pred_columns=tuple(preds),
+        pred_is_list=pred_is_list,
+        classes=classes,
+        binary=binary,
+        label_kind=label_kind,
+        positional_labels=positional,
+        positive=request.positive,
+        scale=request.scale,
+        weight_column=request.weight,
+        group_columns=tuple(request.by),
+        id_column=request.id,
+        reasons=reasons,
+        ignored=tuple(n for n in schema.names if n not in used),
+    )
+
+
+def _classes(
+    schema: pa.Schema,
+    request: LayoutRequest,
+    preds: list[str],
+    pred_is_list: bool,
+    binary: bool,
+    label_kind: str,
+    target_columns: tuple[str, ...] | None,
+) -> tuple[str, ...] | None:
+    if binary:
+        return _binary_classes(request, label_kind)
+    if pred_is_list:
+        width = getattr(schema.field(preds[0]).type, "list_size", None)
+        if request.classes is not None:
+            if width is not None and width != len(request.classes):
+                raise DataError(f"--classes names {len(request.classes)} classes but "
+                                f"{escape_value(preds[0])} holds {width} values per row")
+            return tuple(request.classes)
+        return tuple(str(k) for k in range(width)) if width is not None else None
+    names = strip_shared_prefix(preds)[1]
+    if target_columns is not None and len(target_columns) != len(preds):
+        raise DataError(f"--target names {len(target_columns)} columns but there are "
+                        f"{len(preds)} prediction columns", "give one target column per class")
+    if request.classes is not None:
+        if len(request.classes) != len(preds):
+            raise UsageError(f"--classes names {len(request.classes)} classes but there are "
+                             f"{len(preds)} prediction columns ({one_of(preds[:10])})")
+        return tuple(request.classes)
+    if len(set(names)) != len(names):
+        raise DataError(f"prediction columns give duplicate class names: {one_of(names)}")
+    return tuple(names)
+
+
+def _binary_classes(request: LayoutRequest, label_kind: str) -> tuple[str, ...] | None:
+    if request.classes is not None:
+        if len(request.classes) != 2:
+            raise UsageError("a single probability column is binary: --classes needs two names "
+                             "(negative, positive)")
+        return tuple(request.classes)
+    if request.positive is not None:
+        return None  # the negative class is named by the other label value seen in the data
+    if label_kind == "boolean":
+        return ("false", "true")
+    if label_kind == "integer":
+        return ("0", "1")
+    return None  # text labels: 0/1 or true/false, decided on the first chunk

@@ -1,0 +1,161 @@
+"""Chunked readers: every format yields Arrow record batches of at most ``chunk_rows`` rows, so
+memory never grows with the file."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from xentcli.errors import DataError, escape_value
+from xentcli.io.sources import Source
+
+CSV_BLOCK_BYTES = 4 << 20
+PARQUET_BUFFER_BYTES = 1 << 20
+# A footer larger than this (or than the file) is refused before any data is read.
+MAX_FOOTER_BYTES = 256 << 20
+
+
+@dataclass
+class RaggedRows:
+    """Rows of a text file with the wrong number of fields, found while parsing."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    rows: list[tuple[int | None, int, int, str]] = field(default_factory=list)  # line, want, got, text
+    count: int = 0
+
+    def handler(self, row: pacsv.InvalidRow) -> str:
+        with self.lock:
+            self.count += 1
+            if len(self.rows) < 5:
+                self.rows.append((row.number, row.expected_columns, row.actual_columns, row.text))
+        return "skip"
+
+
+def _csv_parse_options(source: Source, ragged: RaggedRows | None = None) -> pacsv.ParseOptions:
+    delimiter = "\t" if source.format == "tsv" else ","
+    handler = ragged.handler if ragged is not None else None
+    return pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler)
+
+
+def _open_csv(
+    source: Source,
+    column_types: dict[str, pa.DataType] | None,
+    columns: Sequence[str] | None,
+    ragged: RaggedRows | None,
+    use_threads: bool = True,
+) -> pacsv.CSVStreamingReader:
+    stream = pa.input_stream(source.path, compression="detect")
+    convert = pacsv.ConvertOptions(
+        column_types=column_types or {},
+        include_columns=list(columns) if columns is not None else [],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=use_threads)
+    return pacsv.open_csv(stream, read_options=read, parse_options=_csv_parse_options(source, ragged),
+                          convert_options=convert)
+
+
+def _check_parquet_footer(source: Source) -> pq.ParquetFile:
+    size = os.path.getsize(source.path)
+    with open(source.path, "rb") as f:
+        if size < 12:
+            raise DataError(f"{source.name}: not a Parquet file (only {size} bytes)",
+                            "the file is empty or truncated")
+        f.seek(size - 8)
+        tail = f.read(8)
+    if tail[4:] != b"PAR1":
+        raise DataError(f"{source.name}: not a Parquet file, or truncated (no PAR1 footer)",
+                        "re-export the file; a Parquet file ends with the bytes PAR1")
+    footer = int.from_bytes(tail[:4], "little")
+    if footer > size - 12 or footer > MAX_FOOTER_BYTES:
+        raise DataError(f"{source.name}: corrupt Parquet footer (claims {footer} bytes in a "
+                        f"{size}-byte file)", "the file is truncated or damaged; re-export it")
+    return pq.ParquetFile(source.path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+
+
+def _open_ipc(source: Source) -> pa.ipc.RecordBatchFileReader | pa.ipc.RecordBatchStreamReader:
+    try:
+        return pa.ipc.open_file(pa.memory_map(source.path))
+    except pa.ArrowInvalid:
+        return pa.ipc.open_stream(pa.memory_map(source.path))
+
+
+def read_schema(source: Source) -> pa.Schema:
+    """The file's columns and types (for CSV: as inferred from its first block)."""
+    try:
+        if source.format in ("csv", "tsv"):
+            return _open_csv(source, None, None, RaggedRows()).schema
+        if source.format == "parquet":
+            return _check_parquet_footer(source).schema_arrow
+        if source.format == "arrow":
+            return _open_ipc(source).schema
+        return pajson.open_json(source.path).schema
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise unreadable(source, exc) from exc
+
+
+def count_rows(source: Source) -> int | None:
+    """Rows known from metadata without reading data (Parquet, Arrow files), else None."""
+    if source.format == "parquet":
+        return int(_check_parquet_footer(source).metadata.num_rows)
+    if source.format == "arrow":
+        reader = _open_ipc(source)
+        if isinstance(reader, pa.ipc.RecordBatchFileReader):
+            return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+    return None
+
+
+def unreadable(source: Source, exc: BaseException) -> DataError:
+    """A reader's own exception as one located sentence."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Empty CSV file" in text or "Empty file" in text:
+        return DataError(f"{source.name}: the file is empty", "a header row and data rows are needed")
+    if isinstance(exc, UnicodeDecodeError) or "UTF8" in text or "utf8" in text.lower():
+        return DataError(f"{source.name}: not valid UTF-8 ({text})",
+                         "save the file as UTF-8 (iconv -f UTF-16 -t UTF-8 ...)")
+    return DataError(f"{source.name}: cannot read as {source.format}: {escape_value(text, 200)}",
+                     "check that the file is complete and in the format its name says "
+                     "(or pass --input-format)")
+
+
+def iter_batches(
+    source: Source,
+    columns: Sequence[str],
+    column_types: dict[str, pa.DataType],
+    chunk_rows: int,
+    ragged: RaggedRows,
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``columns`` of at most ``chunk_rows`` rows. For CSV/TSV, ``column_types``
+    fixes how cells convert; other formats keep their own types."""
+    if source.format in ("csv", "tsv"):
+        reader = _open_csv(source, column_types, columns, ragged)
+        batches: Iterator[pa.RecordBatch] = iter(reader)
+    elif source.format == "parquet":
+        parquet = _check_parquet_footer(source)
+        batches = parquet.iter_batches(batch_size=chunk_rows, columns=list(columns), use_threads=True)
+    elif source.format == "arrow":
+        batches = (b.select(list(columns)) for b in _open_ipc(source))
+    else:
+        read = pajson.ReadOptions(block_size=CSV_BLOCK_BYTES)
+        batches = (b.select(list(columns)) for b in pajson.open_json(source.path, read_options=read))
+    for batch in batches:
+        for start in range(0, batch.num_rows, chunk_rows):
+            yield batch.slice(start, chunk_rows)
+
+
+def iter_csv_text(source: Source, columns: Sequence[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """The named columns of a CSV as raw text, serially: the slow path that locates a cell that
+    the typed read refused (pyarrow's own conversion errors name no row)."""
+    reader = _open_csv(source, {c: pa.string() for c in columns}, columns, RaggedRows(),
+                       use_threads=False)
+    for batch in reader:
+        for start in range(0, batch.num_rows, chunk_rows):
+            yield batch.slice(start, chunk_rows)

@@ -1,0 +1,473 @@
+"""score(sources, options) -> Report: read → decode → validate → accumulate, one streaming pass."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+from xentcli import __version__
+from xentcli.core import validate
+from xentcli.core.accumulator import DEFAULT_EPS, UNITS, Accumulator
+from xentcli.core.kernels import row_losses
+from xentcli.errors import CellProblem, DataError, InvalidRowsError, UsageError, escape_value
+from xentcli.io import readers
+from xentcli.io.decode import Decoded, LabelMapper, decode, list_width
+from xentcli.io.layout import Layout, LayoutRequest, resolve_layout
+from xentcli.io.sources import Source, resolve_sources
+from xentcli.report.model import GroupReport, Report, RowCounts, WorstRow
+
+DEFAULT_CHUNK_ROWS = 65_536
+MAX_PROBLEMS_SHOWN = 5
+READ_AHEAD = 2
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Every setting of a scoring run; the defaults are the CLI's."""
+
+    layout: LayoutRequest = field(default_factory=LayoutRequest)
+    base: str = "e"
+    eps: float = DEFAULT_EPS
+    sum_tol: float = 1e-3
+    renormalize: bool = False
+    on_invalid: str = "error"
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    input_format: str | None = None
+    worst: int = 0
+
+    def check(self) -> None:
+        if self.base not in UNITS:
+            raise UsageError(f"--base {escape_value(self.base)}: expected e, 2 or 10")
+        if not (self.eps >= 0 and math.isfinite(self.eps) and self.eps < 1):
+            raise UsageError(f"--eps {self.eps}: expected a number in [0, 1)")
+        if not (self.sum_tol >= 0 and math.isfinite(self.sum_tol)):
+            raise UsageError(f"--sum-tol {self.sum_tol}: expected a number >= 0")
+        if self.chunk_rows < 1:
+            raise UsageError(f"--chunk-rows {self.chunk_rows}: expected a positive number")
+        if self.on_invalid not in ("error", "skip"):
+            raise UsageError(f"--on-invalid {escape_value(self.on_invalid)}: expected error or skip")
+        if self.layout.scale not in ("probs", "logits", "logprobs"):
+            raise UsageError(f"--scale {escape_value(self.layout.scale)}: expected probs, logits "
+                             "or logprobs")
+
+    def signature(self) -> str:
+        """The settings that change the numbers, sacrebleu-style."""
+        weights = "yes" if self.layout.weight else "no"
+        return (f"xent:{__version__}|base:{self.base}|eps:{format(self.eps, '.2g')}|"
+                f"scale:{self.layout.scale}|sum_tol:{format(self.sum_tol, 'g')}|"
+                f"renorm:{'yes' if self.renormalize else 'no'}|weights:{weights}|"
+                f"invalid:{self.on_invalid}")
+
+
+@dataclass
+class Problems:
+    """Invalid rows seen so far: counts by reason and the first few, located."""
+
+    count: int = 0
+    shown: list[tuple[str, CellProblem]] = field(default_factory=list)
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, counts: dict[str, int]) -> None:
+        for reason, n in counts.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+            self.count += n
+
+    def error(self) -> InvalidRowsError:
+        files = {f for f, _ in self.shown}
+        file = self.shown[0][0] if len(files) == 1 else ", ".join(sorted(files))
+        hint = _hint(self.shown[0][1].reason)
+        return InvalidRowsError(file, [p for _, p in self.shown], self.count, hint, dict(self.by_reason))
+
+
+def _hint(reason: str) -> str:
+    hints = {
+        "sum_off": "fix the model's output, raise --sum-tol, or pass --renormalize",
+        "unknown_label": "check the class names (xent inspect FILE), or pass --classes",
+        "ragged_row": "check the quoting and delimiter of that line",
+    }
+    return hints.get(reason, "fix the file, or pass --on-invalid skip to drop and count such rows")
+
+
+@dataclass
+class Chunk:
+    """A decoded batch with where it came from."""
+
+    source: Source
+    first_row: int  # 1-based data row of the batch's first row, within its file
+    batch: pa.RecordBatch
+    decoded: Decoded
+
+
+@dataclass
+class Run:
+    """The mutable state of one scoring pass."""
+
+    options: ScoreOptions
+    layout: Layout
+    labels: LabelMapper | None
+    n_classes: int
+    total: Accumulator
+    problems: Problems = field(default_factory=Problems)
+    rows_read: int = 0
+    groups: dict[tuple[str, ...], Accumulator] = field(default_factory=dict)
+    worst: list[tuple[float, int, WorstRow]] = field(default_factory=list)
+    seq: int = 0
+
+    def new_accumulator(self) -> Accumulator:
+        return Accumulator(self.n_classes, self.options.eps, self.layout.scale)  # type: ignore[arg-type]
+
+
+def _read_ahead(items: Iterator[Chunk]) -> Iterator[Chunk]:
+    """Run the producer (file reads and Arrow → NumPy decoding) on a thread, READ_AHEAD chunks
+    ahead, so that decoding and the math overlap on two cores."""
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(("item", item))
+            buffer.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            buffer.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="xent-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, payload = buffer.get()
+            if kind == "item":
+                yield payload
+            elif kind == "error":
+                raise payload
+            else:
+                return
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.RaggedRows) -> Iterator[Chunk]:
+    layout = run.layout
+    if text_mode:
+        batches = readers.iter_csv_text(source, layout.columns, run.options.chunk_rows)
+    else:
+        batches = readers.iter_batches(source, layout.columns, layout.csv_types(),
+                                       run.options.chunk_rows, ragged)
+    first_row = 1
+    for batch in batches:
+        yield Chunk(source, first_row, batch, decode(batch, layout, run.n_classes, run.labels))
+        first_row += batch.num_rows
+
+
+def _score_chunk(run: Run, chunk: Chunk, acc: Accumulator) -> None:
+    d = chunk.decoded
+    n_rows = chunk.batch.num_rows
+    run.rows_read += n_rows
+    codes = validate.check_rows(
+        d.preds, d.pred_nulls, run.layout.scale == "probs", d.labels, d.targets, d.target_nulls,
+        d.weights, d.weight_nulls, validate.Tolerance(run.options.sum_tol, run.options.renormalize))
+    if d.forced is not None:
+        codes = d.forced if codes is None else np.where(d.forced != 0, d.forced, codes)
+    preds, labels, targets, weights = d.preds, d.labels, d.targets, d.weights
+    keep: np.ndarray | None = None
+    if codes is not None and codes.any():
+        _record_problems(run, chunk, codes)
+        keep = codes == 0
+        preds = preds[:, keep]
+        labels = None if labels is None else labels[keep]
+        targets = None if targets is None else targets[:, keep]
+        weights = None if weights is None else weights[keep]
+    if run.options.renormalize and run.layout.scale == "probs":
+        preds = preds / preds.sum(axis=0)
+    pred = acc.log_probs(preds)
+    acc.update_class_major(pred, labels, targets, weights)
+    if run.layout.group_columns:
+        _update_groups(run, chunk, keep, pred, labels, targets, weights)
+    if run.options.worst > 0:
+        _update_worst(run, chunk, keep, pred, labels, targets)
+
+
+def _record_problems(run: Run, chunk: Chunk, codes: validate.Codes) -> None:
+    run.problems.add(validate.reason_counts(codes))
+    room = MAX_PROBLEMS_SHOWN - len(run.problems.shown)
+    for row in np.flatnonzero(codes)[: max(room, 0)]:
+        problem = describe_problem(run.layout, chunk, int(row), int(codes[row]))
+        run.problems.shown.append((chunk.source.name, problem))
+
+
+def _cell_text(batch: pa.RecordBatch, column: str, row: int) -> str:
+    value = batch.column(column)[row].as_py()
+    return "null" if value is None else escape_value(value if isinstance(value, str) else repr(value))
+
+
+def _bad_cell(code: int, value: Any) -> bool:
+    """Does this raw cell explain reason ``code``?"""
+    if code == validate.NULL:
+        return value is None
+    if value is None or code not in (validate.NOT_A_NUMBER, validate.NOT_FINITE, validate.OUT_OF_RANGE):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return code == validate.NOT_A_NUMBER
+    if code == validate.NOT_FINITE:
+        return not math.isfinite(number)
+    return code == validate.OUT_OF_RANGE and not 0 <= number <= 1
+
+
+def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int) -> CellProblem:
+    """Locate a bad row's reason in a column and quote the cell as it was in the file."""
+    reason, expected = validate.REASONS[code]
+    file_row = chunk.first_row + row
+    line = file_row + 1 if chunk.source.format in ("csv", "tsv") else None
+    batch = chunk.batch
+    if code in (validate.MISSING_LABEL, validate.UNKNOWN_LABEL) and layout.label_column:
+        column = layout.label_column
+        if code == validate.UNKNOWN_LABEL and layout.classes:
+            expected = f"one of the classes ({', '.join(layout.classes[:10])})"
+    elif code == validate.INVALID_WEIGHT and layout.weight_column:
+        column = layout.weight_column
+    else:
+        candidates = [*layout.pred_columns, *(layout.target_columns or ())]
+        column = next((c for c in candidates if not layout.pred_is_list
+                       and _bad_cell(code, batch.column(c)[row].as_py())), candidates[0])
+        if code == validate.SUM_OFF:
+            total = float(chunk.decoded.preds[:, row].sum()) if not layout.binary else math.nan
+            column = ",".join(layout.pred_columns) if len(layout.pred_columns) < 6 else column
+            return CellProblem(file_row, column, f"sum {total!r}", reason,
+                               "a row sum within --sum-tol of 1", line)
+    return CellProblem(file_row, column, _cell_text(batch, column, row), reason, expected, line)
+
+
+def _update_groups(run: Run, chunk: Chunk, keep: np.ndarray | None, pred: Any,
+                   labels: Any, targets: Any, weights: Any) -> None:
+    """Split a chunk's rows by their group key and add each part to its group's accumulator."""
+    columns = [chunk.batch.column(name) for name in run.layout.group_columns]
+    texts = [np.asarray([_group_text(v) for v in col.to_pylist()], dtype=object) for col in columns]
+    keys = np.array(["\x1f".join(parts) for parts in zip(*texts, strict=False)], dtype=object)
+    if keep is not None:
+        keys = keys[keep]
+    for key in dict.fromkeys(keys.tolist()):
+        mask = keys == key
+        acc = run.groups.setdefault(tuple(key.split("\x1f")), run.new_accumulator())
+        sub = type(pred)(pred.probs[:, mask], pred.log_probs[:, mask],
+                         None if pred.clipped_mask is None else pred.clipped_mask[:, mask],
+                         pred.exact_logs)
+        acc.update_class_major(sub, None if labels is None else labels[mask],
+                               None if targets is None else targets[:, mask],
+                               None if weights is None else weights[mask])
+
+
+def _group_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _update_worst(run: Run, chunk: Chunk, keep: np.ndarray | None, pred: Any,
+                  labels: Any, targets: Any) -> None:
+    """Streaming top-N by loss: the chunk's N worst, merged into a heap of N."""
+    losses = row_losses(pred, labels, targets)
+    rows = np.arange(chunk.batch.num_rows) if keep is None else np.flatnonzero(keep)
+    n = run.options.worst
+    order = np.argsort(-losses, kind="stable")[:n] if losses.size > n else np.argsort(-losses, kind="stable")
+    id_column = chunk.batch.column(run.layout.id_column) if run.layout.id_column else None
+    classes = run.labels.final_classes() if run.labels else []
+    for i in order:
+        loss = float(losses[i])
+        if len(run.worst) == n and loss <= run.worst[0][0]:
+            break
+        row = int(rows[i])
+        true_class = int(labels[i]) if labels is not None else int(np.argmax(targets[:, i]))
+        label = classes[true_class] if classes else str(true_class)
+        entry = WorstRow(chunk.source.name, chunk.first_row + row,
+                         None if id_column is None else _group_text(id_column[row].as_py()),
+                         label, float(pred.probs[true_class, i]), loss)
+        run.seq += 1
+        item = (loss, -run.seq, entry)
+        if len(run.worst) < n:
+            heapq.heappush(run.worst, item)
+        else:
+            heapq.heapreplace(run.worst, item)
+
+
+def _score_source(run: Run, source: Source) -> None:
+    """Score one file into ``run``; a CSV whose cells pyarrow refused is re-read as text so that
+    every bad cell is located and handled like any other invalid value."""
+    for text_mode in (False, True):
+        acc = run.new_accumulator()
+        saved = (run.rows_read, run.problems, dict(run.groups), list(run.worst))
+        ragged = readers.RaggedRows()
+        try:
+            for chunk in _read_ahead(_file_chunks(run, source, text_mode, ragged)):
+                _score_chunk(run, chunk, acc)
+        except pa.ArrowInvalid as exc:
+            if text_mode or source.format not in ("csv", "tsv") or "conversion error" not in str(exc):
+                raise readers.unreadable(source, exc) from exc
+            run.rows_read, run.problems, run.groups, run.worst = saved
+            run.problems = Problems(saved[1].count, list(saved[1].shown), dict(saved[1].by_reason))
+            continue
+        except (pa.ArrowException, OSError) as exc:
+            raise readers.unreadable(source, exc) from exc
+        _add_ragged(run, source, ragged)
+        run.total = run.total.merge(acc)
+        return
+
+
+def _add_ragged(run: Run, source: Source, ragged: readers.RaggedRows) -> None:
+    if not ragged.count:
+        return
+    run.problems.add({"ragged_row": ragged.count})
+    run.rows_read += ragged.count
+    for line, want, got, text in ragged.rows[: MAX_PROBLEMS_SHOWN - len(run.problems.shown)]:
+        row = line - 1 if line is not None else 0
+        problem = CellProblem(row, "(whole row)", escape_value(text), "ragged_row",
+                              f"{want} fields, got {got}", line)
+        run.problems.shown.append((source.name, problem))
+
+
+def _layout_for(sources: Sequence[Source], options: ScoreOptions) -> tuple[Layout, pa.Schema]:
+    schema = readers.read_schema(sources[0])
+    layout = resolve_layout(schema, options.layout)
+    for other in sources[1:]:
+        other_schema = readers.read_schema(other)
+        missing = [c for c in layout.columns if c not in other_schema.names]
+        if missing:
+            raise DataError(f"{other.name} lacks column {escape_value(missing[0])} that "
+                            f"{sources[0].name} has", "score files with the same columns together")
+        if resolve_layout(other_schema, options.layout).pred_columns != layout.pred_columns:
+            raise DataError(f"{other.name} and {sources[0].name} have different prediction columns",
+                            "score files with the same schema together")
+    return layout, schema
+
+
+def _class_count(layout: Layout, sources: Sequence[Source], options: ScoreOptions) -> int:
+    """Classes of a list column without --classes: the length of its first non-null row."""
+    if layout.classes is not None:
+        return len(layout.classes)
+    if layout.binary:
+        return 2
+    for source in sources:
+        for batch in readers.iter_batches(source, layout.pred_columns, {}, options.chunk_rows,
+                                          readers.RaggedRows()):
+            width = list_width(batch.column(0))
+            if width is not None:
+                return width
+    raise DataError(f"{sources[0].name}: the list column {escape_value(layout.pred_columns[0])} "
+                    "has no non-null row", "the input holds no predictions")
+
+
+def score(
+    paths: Sequence[str],
+    options: ScoreOptions | None = None,
+    stdin: BinaryIO | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Score prediction files as one stream and return the report.
+
+    >>> from xentcli import score
+    >>> report = score(["sample_data/iris_multiclass.csv"])  # doctest: +SKIP
+    >>> report.to_dict()["metrics"]["cross_entropy"]  # doctest: +SKIP
+    """
+    options = options or ScoreOptions()
+    options.check()
+    with ExitStack() as stack:
+        sources = resolve_sources(paths, options.input_format, stack, stdin)
+        layout, _ = _layout_for(sources, options)
+        n_classes = _class_count(layout, sources, options)
+        if layout.classes is None and layout.pred_is_list:
+            layout = _with_classes(layout, tuple(str(k) for k in range(n_classes)))
+        labels = LabelMapper(layout) if layout.label_column else None
+        run = Run(options, layout, labels, n_classes, Accumulator(n_classes, options.eps, layout.scale))  # type: ignore[arg-type]
+        for source in sources:
+            _score_source(run, source)
+            if progress is not None:
+                progress(run.rows_read)
+    return _report(run, sources)
+
+
+def _with_classes(layout: Layout, classes: tuple[str, ...]) -> Layout:
+    from dataclasses import replace
+
+    return replace(layout, classes=classes)
+
+
+def _report(run: Run, sources: Sequence[Source]) -> Report:
+    if run.problems.count and run.options.on_invalid == "error":
+        raise run.problems.error()
+    if run.rows_read == 0:
+        raise DataError(f"{', '.join(s.name for s in sources)}: no data rows (empty or header only)",
+                        "the input holds no predictions to score")
+    scores = run.total.finalize(run.options.base)
+    if scores.rows == 0:
+        raise DataError(f"all {run.rows_read} rows were invalid and skipped; nothing to score",
+                        "see rows.skipped_by_reason, or run without --on-invalid skip to see why")
+    classes = run.labels.final_classes() if run.labels else list(run.layout.classes or ())
+    groups = [GroupReport(dict(zip(run.layout.group_columns, key, strict=False)), acc.stats.rows,
+                          acc.finalize(run.options.base)) for key, acc in sorted(run.groups.items())]
+    worst = [w for _, _, w in sorted(run.worst, key=lambda t: (-t[0], -t[1]))]
+    unit_scale = 1.0 if run.options.base == "e" else math.log(float(run.options.base))
+    worst = [WorstRow(w.file, w.row, w.id, w.label, w.p_true, w.cross_entropy / unit_scale) for w in worst]
+    skipped = run.rows_read - scores.rows
+    warnings = []
+    if skipped:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(run.problems.by_reason.items()))
+        warnings.append(f"skipped {skipped} invalid row{'s' if skipped != 1 else ''} ({reasons})")
+    return Report(
+        xent_version=__version__,
+        signature=run.options.signature(),
+        inputs=[s.name for s in sources],
+        unit=UNITS[run.options.base],
+        layout=_layout_dict(run.layout, classes),
+        rows=RowCounts(run.rows_read, scores.rows, skipped, dict(sorted(run.problems.by_reason.items())),
+                       scores.clipped),
+        classes=classes,
+        scores=scores,
+        groups=groups,
+        worst=worst,
+        warnings=warnings,
+    )
+
+
+def _layout_dict(layout: Layout, classes: Sequence[str]) -> dict[str, Any]:
+    return {
+        "target": "label" if layout.label_column else "soft",
+        "label_column": layout.label_column,
+        "target_columns": list(layout.target_columns) if layout.target_columns else None,
+        "pred_columns": list(layout.pred_columns),
+        "classes": list(classes),
+        "scale": layout.scale,
+        "weight_column": layout.weight_column,
+        "group_columns": list(layout.group_columns),
+    }
+
+
+def inspect_layout(path: str, options: ScoreOptions) -> tuple[Source, pa.Schema, Layout, int | None]:
+    """What ``xent inspect`` shows: the detected layout of one file and its row count."""
+    options.check()
+    with ExitStack() as stack:
+        source = resolve_sources([path], options.input_format, stack)[0]
+        schema = readers.read_schema(source)
+        layout = resolve_layout(schema, options.layout)
+        n_classes = _class_count(layout, [source], options)
+        if layout.classes is None and layout.pred_is_list:
+            layout = _with_classes(layout, tuple(str(k) for k in range(n_classes)))
+        return source, schema, layout, readers.count_rows(source)

@@ -1,0 +1,128 @@
+"""The report: frozen dataclasses whose ``to_dict()`` is the JSON contract of SPEC section 4."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from xentcli.core.accumulator import ClassScores, Scores
+
+SCHEMA_VERSION = 1
+METRIC_KEYS = ("cross_entropy", "entropy_target", "kl_divergence", "entropy_pred", "prior_entropy",
+               "normalized_cross_entropy", "perplexity", "accuracy", "weight_sum")
+PER_CLASS_KEYS = ("support", "share", "mean_pred", "cross_entropy", "loss_share", "kl_divergence",
+                  "entropy_pred", "accuracy")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN or Infinity: a non-finite number is reported as null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def metrics_dict(scores: Scores) -> dict[str, float | None]:
+    return {key: getattr(scores, key) for key in METRIC_KEYS}
+
+
+def per_class_list(classes: Sequence[str], scores: Scores) -> list[dict[str, Any]]:
+    return [{"class": name, **_class_dict(cs)} for name, cs in zip(classes, scores.per_class, strict=False)]
+
+
+def _class_dict(cs: ClassScores) -> dict[str, float | None]:
+    return {key: getattr(cs, key) for key in PER_CLASS_KEYS}
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    read: int
+    scored: int
+    skipped: int
+    skipped_by_reason: Mapping[str, int]
+    clipped: int
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    by: Mapping[str, str]
+    rows: int
+    scores: Scores
+
+    def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
+        return {"by": dict(self.by), "rows": self.rows, "metrics": metrics_dict(self.scores),
+                "per_class": per_class_list(classes, self.scores)}
+
+
+@dataclass(frozen=True)
+class WorstRow:
+    file: str
+    row: int
+    id: str | None
+    label: str
+    p_true: float
+    cross_entropy: float
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    expr: str
+    value: float | None
+    threshold: float | None
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything ``xent score`` reports. Numbers are in ``unit`` except perplexity."""
+
+    xent_version: str
+    signature: str
+    inputs: Sequence[str]
+    unit: str
+    layout: Mapping[str, Any]
+    rows: RowCounts
+    classes: Sequence[str]
+    scores: Scores
+    groups: Sequence[GroupReport] = ()
+    worst: Sequence[WorstRow] = ()
+    gates: Sequence[GateOutcome] = ()
+    schema_version: int = SCHEMA_VERSION
+    warnings: Sequence[str] = field(default=(), compare=False)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def with_gates(self, gates: Sequence[GateOutcome]) -> Report:
+        return replace(self, gates=tuple(gates))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of SPEC section 4 (non-finite numbers → None)."""
+        raw = {
+            "schema_version": self.schema_version,
+            "xent_version": self.xent_version,
+            "signature": self.signature,
+            "inputs": list(self.inputs),
+            "unit": self.unit,
+            "layout": dict(self.layout),
+            "rows": {**asdict(self.rows), "skipped_by_reason": dict(self.rows.skipped_by_reason)},
+            "metrics": metrics_dict(self.scores),
+            "per_class": per_class_list(self.classes, self.scores),
+            "groups": [g.to_dict(self.classes) for g in self.groups],
+            "worst": [asdict(w) for w in self.worst],
+            "gates": [asdict(g) for g in self.gates],
+            "passed": self.passed,
+        }
+        return _clean(raw)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return finite_or_none(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value

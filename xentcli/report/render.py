@@ -1,0 +1,250 @@
+"""Report → text: a rich table for people, JSON for machines, long CSV, and Markdown."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS, Report
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+FORMATS = ("table", "json", "csv", "markdown")
+METRIC_LABELS = {
+    "cross_entropy": "cross-entropy (log loss)",
+    "entropy_target": "entropy of targets",
+    "kl_divergence": "KL divergence",
+    "entropy_pred": "entropy of predictions",
+    "prior_entropy": "prior entropy (base rate loss)",
+    "normalized_cross_entropy": "normalized cross-entropy",
+    "perplexity": "perplexity",
+    "accuracy": "accuracy",
+    "weight_sum": "weight sum",
+}
+CLASS_HEADERS = {
+    "support": "support", "share": "share", "mean_pred": "mean pred", "cross_entropy": "CE",
+    "loss_share": "loss share", "kl_divergence": "KL", "entropy_pred": "H(pred)",
+    "accuracy": "recall",
+}
+_UNITLESS = {"normalized_cross_entropy", "perplexity", "accuracy", "weight_sum", "share",
+             "mean_pred", "loss_share", "support"}
+
+
+def format_number(value: float | None, precision: int) -> str:
+    """Fixed digits, switching to scientific for values too small to show; None → 'null'."""
+    if value is None:
+        return "null"
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value != 0 and abs(value) < 10.0 ** (-precision):
+        return f"{value:.{max(precision - 1, 1)}e}"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value)}" if precision == 0 else f"{value:.{precision}f}"
+    return f"{value:.{precision}f}"
+
+
+def render(report: Report, fmt: str, precision: int = 4, color: bool = False) -> str:
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "csv":
+        return render_csv(report)
+    if fmt == "markdown":
+        return render_markdown(report, precision)
+    return render_table(report, precision, color)
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report.to_dict(), allow_nan=False, indent=2, ensure_ascii=False) + "\n"
+
+
+def _scopes(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    scopes = [("overall", data["metrics"], data["per_class"])]
+    for group in data["groups"]:
+        name = "group:" + ",".join(f"{k}={v}" for k, v in group["by"].items())
+        scopes.append((name, group["metrics"], group["per_class"]))
+    return scopes
+
+
+def render_csv(report: Report) -> str:
+    """Long format: one row per (scope, class, metric); class is empty for aggregates."""
+    data = report.to_dict()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["scope", "class", "metric", "value"])
+    for scope, metrics, per_class in _scopes(data):
+        for key in METRIC_KEYS:
+            writer.writerow([scope, "", key, _csv_value(metrics[key])])
+        for entry in per_class:
+            for key in PER_CLASS_KEYS:
+                writer.writerow([scope, entry["class"], key, _csv_value(entry[key])])
+    for gate in data["gates"]:
+        writer.writerow(["gate", "", gate["expr"], "pass" if gate["passed"] else "fail"])
+    return out.getvalue()
+
+
+def _csv_value(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def _unit(key: str, unit: str) -> str:
+    return "" if key in _UNITLESS else unit
+
+
+def _worst_class(report: Report) -> int | None:
+    losses = [(c.cross_entropy, k) for k, c in enumerate(report.scores.per_class)
+              if c.cross_entropy is not None and not math.isnan(c.cross_entropy)]
+    return max(losses)[1] if len(losses) > 1 else None
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _header_lines(report: Report) -> list[tuple[str, str]]:
+    rows = report.rows
+    row_text = f"{rows.scored:,} scored of {rows.read:,} read"
+    if rows.skipped:
+        row_text += f", {rows.skipped:,} skipped"
+    if rows.clipped:
+        row_text += f", {rows.clipped:,} probabilities clipped"
+    return [
+        ("inputs", ", ".join(report.inputs)),
+        ("rows", row_text),
+        ("classes", f"{len(report.classes)}: " + ", ".join(report.classes[:12])
+         + (" ..." if len(report.classes) > 12 else "")),
+        ("unit", report.unit),
+        ("signature", report.signature),
+    ]
+
+
+def _class_rows(report: Report, precision: int) -> list[list[str]]:
+    return [[name] + [format_number(getattr(cs, key), precision) for key in PER_CLASS_KEYS]
+            for name, cs in zip(report.classes, report.scores.per_class, strict=False)]
+
+
+def _gate_rows(report: Report, precision: int) -> list[list[str]]:
+    return [[g.expr, format_number(g.value, precision), format_number(g.threshold, precision),
+             "pass" if g.passed else "FAIL"] for g in report.gates]
+
+
+def _group_rows(report: Report, precision: int) -> list[list[str]]:
+    keys = ("cross_entropy", "normalized_cross_entropy", "kl_divergence", "accuracy")
+    return [[", ".join(f"{k}={v}" for k, v in g.by.items()), f"{g.rows:,}"]
+            + [format_number(getattr(g.scores, key), precision) for key in keys]
+            for g in report.groups]
+
+
+def _worst_rows(report: Report, precision: int) -> list[list[str]]:
+    return [[w.file, str(w.row), w.id or "", w.label, format_number(w.p_true, precision),
+             format_number(w.cross_entropy, precision)] for w in report.worst]
+
+
+GROUP_HEADERS = ["group", "rows", "CE", "NE", "KL", "accuracy"]
+WORST_HEADERS = ["file", "row", "id", "label", "p(true)", "CE"]
+GATE_HEADERS = ["gate", "value", "threshold", "result"]
+
+
+def render_markdown(report: Report, precision: int = 4) -> str:
+    lines = ["## xent report", ""]
+    lines += [f"- **{k}**: {_md_escape(v)}" for k, v in _header_lines(report)] + [""]
+    metric_rows = [[METRIC_LABELS[k], format_number(getattr(report.scores, k), precision),
+                    _unit(k, report.unit)] for k in METRIC_KEYS]
+    lines += _md_table(["metric", "value", "unit"], metric_rows)
+    worst = _worst_class(report)
+    class_rows = _class_rows(report, precision)
+    if worst is not None:
+        class_rows[worst][0] = f"**{class_rows[worst][0]}** (highest CE)"
+    lines += ["### Per class", "", *_md_table(["class", *CLASS_HEADERS.values()], class_rows)]
+    if report.groups:
+        lines += ["### Groups", "", *_md_table(GROUP_HEADERS, _group_rows(report, precision))]
+    if report.worst:
+        lines += ["### Worst rows", "", *_md_table(WORST_HEADERS, _worst_rows(report, precision))]
+    if report.gates:
+        verdict = "passed" if report.passed else "**failed**"
+        lines += [f"### Gates: {verdict}", "", *_md_table(GATE_HEADERS, _gate_rows(report, precision))]
+    return "\n".join(lines)
+
+
+def render_table(report: Report, precision: int = 4, color: bool = False) -> str:
+    """Rich tables, rendered to text here so that the CLI decides where the text goes."""
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=1000 if not color else None, color_system="auto" if color
+                      else None, force_terminal=color, highlight=False, emoji=False, markup=False)
+    for renderable in _table_renderables(report, precision):
+        console.print(renderable)
+    text = buffer.getvalue()
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def _table_renderables(report: Report, precision: int) -> list[RenderableType]:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    header = Table(box=None, show_header=False, pad_edge=False, title="xent report",
+                   title_justify="left", title_style="bold")
+    header.add_column(style="dim")
+    header.add_column()
+    for key, value in _header_lines(report):
+        header.add_row(key, Text(value))
+
+    metrics = Table(box=box.SIMPLE_HEAD, title="Metrics", title_justify="left")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    metrics.add_column("unit")
+    for key in METRIC_KEYS:
+        metrics.add_row(METRIC_LABELS[key], format_number(getattr(report.scores, key), precision),
+                        _unit(key, report.unit))
+
+    per_class = Table(box=box.SIMPLE_HEAD, title=f"Per class ({report.unit})", title_justify="left",
+                      caption="◀ marks the class with the highest cross-entropy", caption_justify="left")
+    per_class.add_column("class")
+    for title in CLASS_HEADERS.values():
+        per_class.add_column(title, justify="right")
+    worst = _worst_class(report)
+    for k, row in enumerate(_class_rows(report, precision)):
+        name = Text(row[0] + (" ◀" if k == worst else ""))
+        per_class.add_row(name, *row[1:], style="bold red" if k == worst else None)
+    out: list[RenderableType] = [header, metrics, per_class]
+    out += _extra_tables(report, precision)
+    return out
+
+
+def _extra_tables(report: Report, precision: int) -> list[RenderableType]:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+        t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="left" if i == 0 else "right")
+        for row in rows:
+            style = "bold red" if row[-1] == "FAIL" else None
+            t.add_row(*(Text(c) for c in row), style=style)
+        return t
+
+    out: list[RenderableType] = []
+    if report.groups:
+        out.append(table("Groups", GROUP_HEADERS, _group_rows(report, precision)))
+    if report.worst:
+        out.append(table("Worst rows", WORST_HEADERS, _worst_rows(report, precision)))
+    if report.gates:
+        verdict = "all passed" if report.passed else "FAILED"
+        out.append(table(f"Gates: {verdict}", GATE_HEADERS, _gate_rows(report, precision)))
+    return out
