@@ -166,7 +166,6 @@ def score(
     """
     from xentcli import gates as gate_mod
     from xentcli.pipeline import score as run_score
-    from xentcli.report.model import GateOutcome
 
     options = _options(label=label, target=target, pred=pred, classes=classes, weight=weight, by=by,
                        id=row_id, positive=positive, scale=scale, base=base, eps=eps, sum_tol=sum_tol,
@@ -179,8 +178,8 @@ def score(
         baseline_report = gate_mod.load_baseline(baseline, options.signature(), 1, allow_signature_mismatch)
     report = run_score(files, options)
     if parsed:
-        results = gate_mod.evaluate_gates(parsed, report.to_dict(), baseline_report)
-        report = report.with_gates([GateOutcome(r.expr, r.value, r.threshold, r.passed) for r in results])
+        results = gate_mod.evaluate_gates(parsed, report.to_dict(), baseline_report, baseline_path=baseline)
+        report = report.with_gates(results)
     _emit(report, format.value, output, precision, quiet)
     if not report.passed:
         for line in gate_mod.failure_lines(results):

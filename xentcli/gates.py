@@ -25,28 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from xentcli.errors import DataError, UsageError, escape_value, one_of
+from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS
+from xentcli.report.model import GateOutcome as GateResult
 
-METRIC_KEYS = (
-    "cross_entropy",
-    "entropy_target",
-    "kl_divergence",
-    "entropy_pred",
-    "prior_entropy",
-    "normalized_cross_entropy",
-    "perplexity",
-    "accuracy",
-    "weight_sum",
-)
-PER_CLASS_KEYS = (
-    "support",
-    "share",
-    "mean_pred",
-    "cross_entropy",
-    "loss_share",
-    "kl_divergence",
-    "entropy_pred",
-    "accuracy",
-)
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -124,19 +105,6 @@ class Gate:
         if not self.every:
             return self.expr
         return f"{self.metric_text(name)} {self.op} {self.rhs_text}"
-
-
-@dataclasses.dataclass(frozen=True)
-class GateResult:
-    """The outcome of one (expanded) gate; ``value``/``threshold`` are None when unknown."""
-
-    expr: str
-    value: float | None
-    threshold: float | None
-    passed: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)

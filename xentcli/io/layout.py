@@ -50,7 +50,8 @@ class Layout:
     weight_column: str | None = None
     group_columns: tuple[str, ...] = ()
     id_column: str | None = None
-    reasons: dict[str, str] = field(default_factory=dict)  # column → why it has its role
+    class_origin: str = ""  # where the class names came from, for inspect
+    reasons: dict[str, tuple[str, str]] = field(default_factory=dict)  # column → (role, why)
     ignored: tuple[str, ...] = ()
 
     @property
@@ -172,7 +173,8 @@ def _auto_preds(schema: pa.Schema, taken: set[str]) -> tuple[list[str], bool, st
     if prefix:
         numeric = [f.name for f in schema if f.name not in taken and f.name.startswith(prefix)
                    and (is_numeric(f.type) or is_text(f.type) or pa.types.is_null(f.type))]
-    return numeric, False, "numeric column" + (f" with prefix {prefix!r}" if prefix else "")
+    return numeric, False, (f"numeric column with prefix {prefix!r}" if prefix
+                            else "every remaining numeric column (no --pred given)")
 
 
 def _label_kind(dtype: pa.DataType) -> str:
@@ -192,7 +194,7 @@ def _is_int_text(name: str) -> bool:
 def resolve_layout(schema: pa.Schema, request: LayoutRequest) -> Layout:
     """Decide every column's role from the schema and the user's flags."""
     _check_schema(schema)
-    reasons: dict[str, str] = {}
+    reasons: dict[str, tuple[str, str]] = {}
     fixed = {"--weight": request.weight, "--id": request.id}
     for flag, name in fixed.items():
         if name is not None and name not in schema.names:
@@ -202,37 +204,37 @@ def resolve_layout(schema: pa.Schema, request: LayoutRequest) -> Layout:
             raise _missing_column(name, schema, "--by")
     taken = {n for n in (request.weight, request.id, *request.by) if n is not None}
     if request.weight:
-        reasons[request.weight] = "weight (--weight)"
+        reasons[request.weight] = ("weight", "--weight")
     for name in request.by:
-        reasons[name] = "group (--by)"
+        reasons[name] = ("group", "--by")
     if request.id:
-        reasons[request.id] = "row id (--id)"
+        reasons[request.id] = ("row id", "--id")
 
     target_columns: tuple[str, ...] | None = None
     label: str | None = None
     if request.target is not None:
         target_columns = tuple(select_columns(request.target, schema, "--target"))
         taken |= set(target_columns)
-        reasons.update({c: "soft target (--target)" for c in target_columns})
+        reasons.update({c: ("soft target", "--target") for c in target_columns})
     elif request.label is not None:
         if request.label not in schema.names:
             raise _missing_column(request.label, schema, "--label")
         label = request.label
-        reasons[label] = "label (--label)"
+        reasons[label] = ("label", "--label")
     else:
         label, why = _find_label(schema, taken)
         if label is None:
             raise DataError("no label column found",
                             f"name it one of {', '.join(LABEL_NAMES)}, or pass --label COL "
                             "(or --target COLS for soft targets)")
-        reasons[label] = f"label: {why}"
+        reasons[label] = ("label", why)
     if label is not None:
         taken.add(label)
 
     if request.pred is not None:
         preds = select_columns(request.pred, schema, "--pred")
         pred_is_list = len(preds) == 1 and is_list(schema.field(preds[0]).type)
-        pred_why = "prediction (--pred)"
+        pred_why = "--pred"
     else:
         preds, pred_is_list, pred_why = _auto_preds(schema, taken)
         if not preds:
@@ -243,7 +245,7 @@ def resolve_layout(schema: pa.Schema, request: LayoutRequest) -> Layout:
     if overlap:
         raise UsageError(f"column {one_of(sorted(overlap))} cannot be a prediction and also "
                          "have another role")
-    reasons.update({c: pred_why for c in preds})
+    reasons.update({c: ("prediction", pred_why) for c in preds})
     return _finish_layout(schema, request, label, target_columns, preds, pred_is_list, reasons)
 
 
@@ -254,7 +256,7 @@ def _finish_layout(
     target_columns: tuple[str, ...] | None,
     preds: list[str],
     pred_is_list: bool,
-    reasons: dict[str, str],
+    reasons: dict[str, tuple[str, str]],
 ) -> Layout:
     label_kind = _label_kind(schema.field(label).type) if label is not None else "text"
     binary = not pred_is_list and len(preds) == 1 and target_columns is None
@@ -276,9 +278,21 @@ def _finish_layout(
         weight_column=request.weight,
         group_columns=tuple(request.by),
         id_column=request.id,
+        class_origin=_class_origin(request, binary, pred_is_list, classes),
         reasons=reasons,
         ignored=tuple(n for n in schema.names if n not in used),
     )
+
+
+def _class_origin(request: LayoutRequest, binary: bool, pred_is_list: bool,
+                  classes: tuple[str, ...] | None) -> str:
+    if request.classes is not None:
+        return "from --classes"
+    if binary:
+        return "named by the label values, negative first"
+    if pred_is_list:
+        return "positions 0..K-1 of the list column (name them with --classes)"
+    return "from the prediction column names, any shared prefix stripped"
 
 
 def _classes(

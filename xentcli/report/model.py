@@ -72,6 +72,9 @@ class GateOutcome:
     threshold: float | None
     passed: bool
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class Report:

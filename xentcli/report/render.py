@@ -45,9 +45,21 @@ def format_number(value: float | None, precision: int) -> str:
         return "inf" if value > 0 else "-inf"
     if value != 0 and abs(value) < 10.0 ** (-precision):
         return f"{value:.{max(precision - 1, 1)}e}"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return f"{int(value)}" if precision == 0 else f"{value:.{precision}f}"
     return f"{value:.{precision}f}"
+
+
+def format_amount(value: float | None, precision: int) -> str:
+    """Supports and weight sums: whole numbers without decimals (they are usually row counts)."""
+    if value is not None and math.isfinite(value) and float(value).is_integer():
+        return f"{int(value):,}"
+    return format_number(value, precision)
+
+
+_AMOUNTS = {"support", "weight_sum"}
+
+
+def _cell(key: str, value: float | None, precision: int) -> str:
+    return format_amount(value, precision) if key in _AMOUNTS else format_number(value, precision)
 
 
 def render(report: Report, fmt: str, precision: int = 4, color: bool = False) -> str:
@@ -131,7 +143,7 @@ def _header_lines(report: Report) -> list[tuple[str, str]]:
 
 
 def _class_rows(report: Report, precision: int) -> list[list[str]]:
-    return [[name] + [format_number(getattr(cs, key), precision) for key in PER_CLASS_KEYS]
+    return [[name] + [_cell(key, getattr(cs, key), precision) for key in PER_CLASS_KEYS]
             for name, cs in zip(report.classes, report.scores.per_class, strict=False)]
 
 
@@ -160,7 +172,7 @@ GATE_HEADERS = ["gate", "value", "threshold", "result"]
 def render_markdown(report: Report, precision: int = 4) -> str:
     lines = ["## xent report", ""]
     lines += [f"- **{k}**: {_md_escape(v)}" for k, v in _header_lines(report)] + [""]
-    metric_rows = [[METRIC_LABELS[k], format_number(getattr(report.scores, k), precision),
+    metric_rows = [[METRIC_LABELS[k], _cell(k, getattr(report.scores, k), precision),
                     _unit(k, report.unit)] for k in METRIC_KEYS]
     lines += _md_table(["metric", "value", "unit"], metric_rows)
     worst = _worst_class(report)
@@ -208,7 +220,7 @@ def _table_renderables(report: Report, precision: int) -> list[RenderableType]:
     metrics.add_column("value", justify="right")
     metrics.add_column("unit")
     for key in METRIC_KEYS:
-        metrics.add_row(METRIC_LABELS[key], format_number(getattr(report.scores, key), precision),
+        metrics.add_row(METRIC_LABELS[key], _cell(key, getattr(report.scores, key), precision),
                         _unit(key, report.unit))
 
     per_class = Table(box=box.SIMPLE_HEAD, title=f"Per class ({report.unit})", title_justify="left",
