@@ -58,6 +58,10 @@ GEN_VERSION = 2
 ROW_SUM_TOL = 1e-6
 #: Binary is the smallest problem.
 MIN_CLASSES = 2
+#: pandas+sklearn peak memory per (row, class) cell, measured (6.6 GiB at 10M rows x 10 classes).
+PANDAS_BYTES_PER_CELL = 70
+#: Skip pandas+sklearn when its estimate exceeds this share of MemAvailable (avoid the OOM killer).
+PANDAS_MEM_SHARE = 0.8
 #: Relative CE difference to xent above which a warning is printed.
 CE_RTOL = 1e-6
 
@@ -201,9 +205,7 @@ def duckdb_sql(path: str, classes: Sequence[str]) -> str:
     else:
         source = f"read_parquet('{quoted}')"
     cases = "\n".join(f"      WHEN '{c}' THEN p_{c}" for c in classes)
-    entropy = "\n".join(
-        f"      {'-' if i == 0 else '+'} p_{c} * ln(p_{c})" for i, c in enumerate(classes)
-    )
+    entropy = "\n".join(f"      {'' if i == 0 else '+ '}p_{c} * ln(p_{c})" for i, c in enumerate(classes))
     return (
         "SELECT\n"
         "  count(*) AS n,\n"
@@ -273,14 +275,15 @@ def run_pandas_sklearn(path: str, classes: Sequence[str]) -> ChildResult:
 
     t1 = time.perf_counter()
     df = pd.read_csv(path) if file_format(path) == "csv" else pd.read_parquet(path)
-    # log_loss orders the probability columns like sorted(labels) (LabelBinarizer), so with
-    # K > 10 'c10' comes before 'c2': pass the columns in that order.
-    order = sorted(classes)
-    probs = df[[f"p_{c}" for c in order]].to_numpy(dtype=np.float64)  # (rows, classes)
+    # Integer codes, not the strings: on an object array of strings log_loss spends ~85% of its
+    # time in np.unique (type_of_target, LabelBinarizer); 51 s instead of ~8 s at 10M rows.
+    # Codes 0..K-1 also keep log_loss's sorted-label column order equal to the file's.
+    codes = pd.Categorical(df["label"], categories=list(classes)).codes
+    probs = df[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)  # (rows, classes)
     with warnings.catch_warnings():
         # float32 rows sum to 1 within ~3e-7, above log_loss's float64 tolerance (sqrt(eps)).
         warnings.filterwarnings("ignore", message=".*do not sum to one.*")
-        ce = float(log_loss(df["label"].to_numpy(), probs, labels=order))
+        ce = float(log_loss(codes, probs, labels=np.arange(len(classes))))
     ent = float(entr(probs).sum(axis=1).mean())
     return result(len(df), ce, ent, t0, t1)
 
@@ -381,9 +384,7 @@ def run_child(cmd: Sequence[str], timeout: float | None) -> ChildOutcome:
     """Run ``cmd``: wall time around the whole process, peak RSS from its own rusage."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT
-        )
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT)
         rc, maxrss_kib, timed_out = wait_child(proc, timeout)
         wall = time.perf_counter() - t0
         out.seek(0)
@@ -462,14 +463,41 @@ def log_run(run: Run, outcome: ChildOutcome, cmd: Sequence[str], args: argparse.
         log(f"  {run.contender}: skipping its remaining repeats on this file")
 
 
-def bench_file(
-    path: Path, rows: int, k: int, contenders: Sequence[str], args: argparse.Namespace
-) -> list[Run]:
-    """Warm the cache, then run every contender once per repeat, interleaved."""
+def skip_reason(name: str, rows: int, k: int) -> str | None:
+    """Why ``name`` should not run on this file, if it would not fit in memory."""
+    available = read_proc_field("/proc/meminfo", "MemAvailable")
+    if name != "pandas+sklearn" or available is None:
+        return None
+    need = rows * k * PANDAS_BYTES_PER_CELL
+    have = int(available.split()[0]) * 1024
+    if need <= PANDAS_MEM_SHARE * have:
+        return None
+    return f"skipped: needs ~{need / 2**30:.0f} GiB, {have / 2**30:.0f} GiB available"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One benchmarked file and the contenders that run on it."""
+
+    path: Path
+    rows: int
+    classes: int
+    contenders: tuple[str, ...]
+
+
+def bench_file(target: Target, args: argparse.Namespace) -> tuple[list[Run], dict[str, str]]:
+    """Warm the cache, then run every contender once per repeat, interleaved.
+
+    Returns the runs and, per contender skipped for lack of memory, the reason.
+    """
+    path, rows, k, contenders = target.path, target.rows, target.classes, target.contenders
     log(f"\n[{file_format(path)}] {path.name}: warming page cache")
     warm_cache(path)
+    skipped = {c: why for c in contenders if (why := skip_reason(c, rows, k)) is not None}
+    for name, why in skipped.items():
+        log(f"  {name}: {why}")
     runs: list[Run] = []
-    failed: set[str] = set()
+    failed: set[str] = set(skipped)
     for r in range(args.repeat):
         for name in contenders:
             if name in failed:
@@ -483,7 +511,7 @@ def bench_file(
                 failed.add(name)
             elif run.rows is not None and run.rows != rows:
                 log(f"  WARNING: {name} counted {run.rows:,} rows, expected {rows:,}")
-    return runs
+    return runs, skipped
 
 
 def fmt_num(x: float | None, spec: str, suffix: str = "") -> str:
@@ -494,12 +522,14 @@ def median_or_none(xs: Sequence[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def summary_row(name: str, rs: Sequence[Run], xent_median: float | None) -> tuple[str, ...]:
+def summary_row(
+    name: str, rs: Sequence[Run], xent_median: float | None, skipped: str | None
+) -> tuple[str, ...]:
     ok = [r for r in rs if r.ok]
     med = median_or_none([r.wall_s for r in ok])
     ratio = med / xent_median if med is not None and xent_median else None
     ce = next((r.cross_entropy for r in ok if r.cross_entropy is not None), None)
-    status = "ok" if len(ok) == len(rs) else f"FAILED: {rs[-1].error}"
+    status = skipped or ("ok" if len(ok) == len(rs) else f"FAILED: {rs[-1].error}")
     return (
         name,
         fmt_num(med, ".3f"),
@@ -537,42 +567,42 @@ HEADER = (
 )
 
 
-def report(path: Path, rows: int, k: int, contenders: Sequence[str], runs: list[Run]) -> None:
+def report(target: Target, runs: list[Run], skipped: dict[str, str]) -> None:
+    path, rows, k, contenders = target.path, target.rows, target.classes, target.contenders
     size = path.stat().st_size / 2**20
     by_name = {name: [r for r in runs if r.contender == name] for name in contenders}
     xent_median = median_or_none([r.wall_s for r in by_name.get("xent", []) if r.ok])
     print(f"\n== {file_format(path)}: {path} ({rows:,} rows, {k} classes, {size:,.1f} MiB) ==")
-    print_table([HEADER, *(summary_row(name, by_name[name], xent_median) for name in contenders)])
-    check_ce(by_name)
+    lines = [summary_row(c, by_name[c], xent_median, skipped.get(c)) for c in contenders]
+    print_table([HEADER, *lines])
+    for key in ("cross_entropy", "entropy_pred"):
+        check_metric(by_name, key)
     sys.stdout.flush()
 
 
-def check_ce(by_name: dict[str, list[Run]]) -> None:
-    """Warn when a contender's CE differs from xent's (or DuckDB's, if xent failed)."""
-    ces = {
-        name: [r for r in rs if r.ok and r.cross_entropy is not None]
+def check_metric(by_name: dict[str, list[Run]], key: str) -> None:
+    """Warn when a contender's ``key`` differs from xent's (or DuckDB's, if xent failed)."""
+    values = {
+        name: [(r.repeat, v) for r in rs if r.ok and (v := getattr(r, key)) is not None]
         for name, rs in by_name.items()
     }
-    ref_name = "xent" if ces.get("xent") else "duckdb"
-    if not ces.get(ref_name):
-        print("CE check: no reference (xent and duckdb both failed or were not run)")
+    ref_name = "xent" if values.get("xent") else "duckdb"
+    if not values.get(ref_name):
+        print(f"{key} check: no reference (xent and duckdb both failed or were not run)")
         return
-    ref = ces[ref_name][0].cross_entropy
-    assert ref is not None
-    if ref_name != "xent":
-        print("CE check: xent gave no CE; checking against duckdb instead")
+    ref = values[ref_name][0][1]
     worst = 0.0
-    for name, rs in ces.items():
-        for r in rs:
-            assert r.cross_entropy is not None
-            rel = abs(r.cross_entropy - ref) / abs(ref) if ref else abs(r.cross_entropy)
+    for name, pairs in values.items():
+        for repeat, v in pairs:
+            rel = abs(v - ref) / abs(ref) if ref else abs(v)
             worst = max(worst, rel)
             if rel > CE_RTOL:
                 print(
-                    f"WARNING: {name} (repeat {r.repeat + 1}) CE {r.cross_entropy!r} differs "
-                    f"from {ref_name}'s {ref!r} by {rel:.2e} relative (> {CE_RTOL:g})"
+                    f"WARNING: {name} (repeat {repeat + 1}) {key} {v!r} differs from "
+                    f"{ref_name}'s {ref!r} by {rel:.2e} relative (> {CE_RTOL:g})"
                 )
-    print(f"CE check vs {ref_name}: largest relative difference {worst:.2e} (tol {CE_RTOL:g})")
+    note = "" if ref_name == "xent" else " (xent gave none)"
+    print(f"{key} check vs {ref_name}{note}: largest relative difference {worst:.2e}")
 
 
 def read_proc_field(path: str, key: str) -> str | None:
@@ -673,8 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--xent-cmd",
         default=None,
         metavar="CMD",
-        help="command that runs xent, split like a shell would "
-        "(default: '<this python> -m xentcli')",
+        help="command that runs xent, split like a shell would (default: '<this python> -m xentcli')",
     )
     p.add_argument(
         "--contenders",
@@ -706,9 +735,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--classes must be at least 2")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
-    args.xent_cmd = (
-        shlex.split(args.xent_cmd) if args.xent_cmd else [sys.executable, "-m", "xentcli"]
-    )
+    args.xent_cmd = shlex.split(args.xent_cmd) if args.xent_cmd else [sys.executable, "-m", "xentcli"]
     if args.contenders:
         args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
         unknown = sorted(set(args.contenders) - set(ALL_CONTENDERS))
@@ -716,45 +743,53 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"unknown contenders: {', '.join(unknown)}")
 
 
-def plan_files(args: argparse.Namespace) -> list[tuple[Path, int, tuple[str, ...]]]:
-    """(file, rows, contenders) for every file to benchmark, in order."""
-    k, seed = args.classes, args.seed
-    plan: list[tuple[Path, int, tuple[str, ...]]] = []
+def plan_targets(args: argparse.Namespace) -> list[Target]:
+    """Every file to benchmark, in order: the Parquet sizes, then the CSV."""
+    specs: list[tuple[int, str, tuple[str, ...]]] = []
     if args.only in (None, "parquet"):
-        for n in dict.fromkeys(args.rows):
-            plan.append((data_path(args.dir, n, k, seed, "parquet"), n, PARQUET_CONTENDERS))
+        specs += [(n, "parquet", PARQUET_CONTENDERS) for n in dict.fromkeys(args.rows)]
     if args.only in (None, "csv"):
-        plan.append(
-            (data_path(args.dir, args.csv_rows, k, seed, "csv"), args.csv_rows, CSV_CONTENDERS)
+        specs.append((args.csv_rows, "csv", CSV_CONTENDERS))
+    k, wanted = args.classes, args.contenders
+    return [
+        Target(
+            path=data_path(args.dir, n, k, args.seed, suffix),
+            rows=n,
+            classes=k,
+            contenders=tuple(c for c in cs if wanted is None or c in wanted),
         )
-    wanted = args.contenders
-    return [(f, n, tuple(c for c in cs if wanted is None or c in wanted)) for f, n, cs in plan]
+        for n, suffix, cs in specs
+    ]
+
+
+def file_result(target: Target, runs: list[Run], skipped: dict[str, str]) -> dict[str, Any]:
+    return {
+        "file": str(target.path),
+        "format": file_format(target.path),
+        "rows": target.rows,
+        "classes": target.classes,
+        "bytes": target.path.stat().st_size,
+        "duckdb_sql": duckdb_sql(str(target.path), class_names(target.classes)),
+        "runs": [asdict(r) for r in runs],
+        "skipped": skipped,
+    }
 
 
 def benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Generate what is missing, run every file's contenders, print its table."""
-    plan = plan_files(args)
+    targets = plan_targets(args)
     generated: list[Path] = []
     results: list[dict[str, Any]] = []
     try:
-        generated = [f for f, n, _ in plan if ensure_file(f, n, args.classes, args.seed)]
-        for path, n, contenders in plan:
-            runs = bench_file(path, n, args.classes, contenders, args)
-            report(path, n, args.classes, contenders, runs)
-            sql = duckdb_sql(str(path), class_names(args.classes))
-            if args.print_sql and "duckdb" in contenders:
-                print(f"\nDuckDB SQL:\n{sql}", flush=True)
-            results.append(
-                {
-                    "file": str(path),
-                    "format": file_format(path),
-                    "rows": n,
-                    "classes": args.classes,
-                    "bytes": path.stat().st_size,
-                    "duckdb_sql": sql,
-                    "runs": [asdict(r) for r in runs],
-                }
-            )
+        for t in targets:
+            if ensure_file(t.path, t.rows, t.classes, args.seed):
+                generated.append(t.path)
+        for t in targets:
+            runs, skipped = bench_file(t, args)
+            report(t, runs, skipped)
+            results.append(file_result(t, runs, skipped))
+            if args.print_sql and "duckdb" in t.contenders:
+                print(f"\nDuckDB SQL:\n{results[-1]['duckdb_sql']}", flush=True)
         print_legend()
     finally:
         if not args.keep and generated:

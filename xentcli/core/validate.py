@@ -42,8 +42,10 @@ def _distribution_codes(
     """Reason per row for a (classes, rows) block of probabilities (or logits if not is_prob)."""
     n_rows = values.shape[1]
     if is_prob:
-        low, high = values.min(axis=0), values.max(axis=0)
-        ok = (low >= 0) & (high <= 1)  # NaN fails both comparisons
+        if values.size and values.min() >= 0 and values.max() <= 1:  # NaN fails both
+            ok = np.ones(n_rows, dtype=bool)
+        else:
+            ok = (values.min(axis=0) >= 0) & (values.max(axis=0) <= 1)
         if not tol.renormalize:
             ok &= np.abs(values.sum(axis=0) - 1.0) <= tol.sum_tol
         else:

@@ -46,7 +46,7 @@ def render_inspection(source: Source, schema: pa.Schema, layout: Layout, rows: i
     facts.add_column()
     facts.add_row("file", Text(source.name))
     facts.add_row("format", source.format)
-    facts.add_row("rows", f"{rows:,}" if rows is not None else "unknown until read (no row count in metadata)")
+    facts.add_row("rows", f"{rows:,}" if rows is not None else "unknown until read (not in metadata)")
     class_text = ", ".join(escape_value(c) for c in classes) if classes else "named by the data"
     facts.add_row("classes", Text(f"{len(classes) or 2}: {class_text} ({layout.class_origin})"))
     facts.add_row("labels", _label_rule(layout))
