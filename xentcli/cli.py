@@ -90,6 +90,7 @@ Classes = Annotated[Optional[str], typer.Option(help="Class names in order, comm
 Weight = Annotated[Optional[str], typer.Option(help="Row-weight column (non-negative numbers).", rich_help_panel="Columns")]
 By = Annotated[Optional[list[str]], typer.Option(help="Group column: report every metric per value (repeatable).", rich_help_panel="Columns")]
 RowId = Annotated[Optional[str], typer.Option("--id", help="Row-id column, shown in --worst.", rich_help_panel="Columns")]
+Multilabel = Annotated[bool, typer.Option("--multilabel", help="Each prediction column is an independent Bernoulli scored against the 0/1 --target column of the same label; reported per label and averaged.", rich_help_panel="Columns")]
 Positive = Annotated[Optional[str], typer.Option(help="Binary files: the label value of the positive class (the single prediction column is its probability).", rich_help_panel="Columns")]
 ScaleOpt = Annotated[Scale, typer.Option(help="What the prediction columns hold.", rich_help_panel="Math")]
 BaseOpt = Annotated[Base, typer.Option(help="Log base: e (nats), 2 (bits) or 10 (hartleys).", rich_help_panel="Math")]
@@ -120,6 +121,7 @@ def _options(**kw: object) -> ScoreOptions:
         classes=[c.strip() for c in str(classes).split(",")] if classes else None,
         weight=kw["weight"], by=tuple(kw["by"] or ()), id=kw["id"],  # type: ignore[arg-type]
         positive=kw["positive"], scale=kw["scale"].value,  # type: ignore[arg-type, attr-defined]
+        multilabel=bool(kw.get("multilabel")),
     )
     fmt = kw["input_format"]
     return ScoreOptions(
@@ -143,6 +145,7 @@ def score(
     by: By = None,
     row_id: RowId = None,
     positive: Positive = None,
+    multilabel: Multilabel = False,
     scale: ScaleOpt = Scale.probs,
     base: BaseOpt = Base.e,
     eps: Eps = 2.220446049250313e-16,
@@ -161,14 +164,14 @@ def score(
 ) -> None:
     """Score prediction files as one stream and print the report.
 
-    Exit codes: 0 scored and every gate passed, 1 a gate failed, 2 usage error, 3 input or data
-    error, 4 internal error, 130 interrupted.
+    Exit codes: 0 scored and every gate passed, 1 a gate failed, 2 usage error, 3 input or data error, 4 internal error, 130 interrupted.
     """
     from xentcli import gates as gate_mod
     from xentcli.pipeline import score as run_score
 
     options = _options(label=label, target=target, pred=pred, classes=classes, weight=weight, by=by,
-                       id=row_id, positive=positive, scale=scale, base=base, eps=eps, sum_tol=sum_tol,
+                       id=row_id, positive=positive, multilabel=multilabel, scale=scale, base=base,
+                       eps=eps, sum_tol=sum_tol,
                        renormalize=renormalize, on_invalid=on_invalid, chunk_rows=chunk_rows,
                        input_format=input_format, worst=worst)
     options.check()

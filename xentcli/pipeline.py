@@ -9,15 +9,16 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
 
 from xentcli import __version__
 from xentcli.core import validate
-from xentcli.core.accumulator import DEFAULT_EPS, UNITS, Accumulator
-from xentcli.core.kernels import row_losses
+from xentcli.core.accumulator import DEFAULT_EPS, UNITS, Accumulator, Scale
+from xentcli.core.kernels import LogProbs, row_losses
+from xentcli.core.multilabel import MultilabelAccumulator
 from xentcli.errors import CellProblem, DataError, InvalidRowsError, UsageError, escape_value
 from xentcli.io import readers
 from xentcli.io.decode import Decoded, LabelMapper, decode, list_width
@@ -25,6 +26,7 @@ from xentcli.io.layout import Layout, LayoutRequest, resolve_layout
 from xentcli.io.sources import Source, resolve_sources
 from xentcli.report.model import GroupReport, Report, RowCounts, WorstRow
 
+AnyAccumulator = Accumulator | MultilabelAccumulator
 DEFAULT_CHUNK_ROWS = 65_536
 MAX_PROBLEMS_SHOWN = 5
 READ_AHEAD = 2
@@ -55,6 +57,8 @@ class ScoreOptions:
             raise UsageError(f"--chunk-rows {self.chunk_rows}: expected a positive number")
         if self.on_invalid not in ("error", "skip"):
             raise UsageError(f"--on-invalid {escape_value(self.on_invalid)}: expected error or skip")
+        if self.layout.multilabel and (self.worst or self.renormalize):
+            raise UsageError("--multilabel cannot be combined with --worst or --renormalize yet")
         if self.layout.scale not in ("probs", "logits", "logprobs"):
             raise UsageError(f"--scale {escape_value(self.layout.scale)}: expected probs, logits "
                              "or logprobs")
@@ -65,7 +69,7 @@ class ScoreOptions:
         return (f"xent:{__version__}|base:{self.base}|eps:{format(self.eps, '.2g')}|"
                 f"scale:{self.layout.scale}|sum_tol:{format(self.sum_tol, 'g')}|"
                 f"renorm:{'yes' if self.renormalize else 'no'}|weights:{weights}|"
-                f"invalid:{self.on_invalid}")
+                f"invalid:{self.on_invalid}" + ("|multilabel:yes" if self.layout.multilabel else ""))
 
 
 @dataclass
@@ -115,15 +119,18 @@ class Run:
     layout: Layout
     labels: LabelMapper | None
     n_classes: int
-    total: Accumulator
+    total: AnyAccumulator
     problems: Problems = field(default_factory=Problems)
     rows_read: int = 0
-    groups: dict[tuple[str, ...], Accumulator] = field(default_factory=dict)
+    groups: dict[tuple[str, ...], AnyAccumulator] = field(default_factory=dict)
     worst: list[tuple[float, int, WorstRow]] = field(default_factory=list)
     seq: int = 0
 
-    def new_accumulator(self) -> Accumulator:
-        return Accumulator(self.n_classes, self.options.eps, self.layout.scale)  # type: ignore[arg-type]
+    def new_accumulator(self) -> AnyAccumulator:
+        scale = cast(Scale, self.layout.scale)
+        if self.layout.multilabel:
+            return MultilabelAccumulator(self.n_classes, self.options.eps, scale)
+        return Accumulator(self.n_classes, self.options.eps, scale)
 
 
 def _read_ahead(items: Iterator[Chunk]) -> Iterator[Chunk]:
@@ -175,32 +182,53 @@ def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.Ragg
         first_row += batch.num_rows
 
 
-def _score_chunk(run: Run, chunk: Chunk, acc: Accumulator) -> None:
+@dataclass
+class Rows:
+    """The valid rows of a chunk as the core wants them (class-major)."""
+
+    preds: np.ndarray
+    labels: np.ndarray | None
+    targets: np.ndarray | None
+    weights: np.ndarray | None
+
+    def subset(self, mask: np.ndarray) -> Rows:
+        return Rows(self.preds[:, mask], None if self.labels is None else self.labels[mask],
+                    None if self.targets is None else self.targets[:, mask],
+                    None if self.weights is None else self.weights[mask])
+
+
+def _accumulate(acc: AnyAccumulator, rows: Rows) -> LogProbs | None:
+    """Add rows to an accumulator; returns the predictions' logs (None for multilabel)."""
+    if isinstance(acc, MultilabelAccumulator):
+        assert rows.targets is not None
+        acc.update_columns(rows.preds, rows.targets, rows.weights)
+        return None
+    pred = acc.log_probs(rows.preds)
+    acc.update_class_major(pred, rows.labels, rows.targets, rows.weights)
+    return pred
+
+
+def _score_chunk(run: Run, chunk: Chunk, acc: AnyAccumulator) -> None:
     d = chunk.decoded
-    n_rows = chunk.batch.num_rows
-    run.rows_read += n_rows
-    codes = validate.check_rows(
-        d.preds, d.pred_nulls, run.layout.scale == "probs", d.labels, d.targets, d.target_nulls,
-        d.weights, d.weight_nulls, validate.Tolerance(run.options.sum_tol, run.options.renormalize))
+    run.rows_read += chunk.batch.num_rows
+    tol = validate.Tolerance(run.options.sum_tol, run.options.renormalize, not run.layout.multilabel)
+    codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale == "probs", d.labels,
+                                d.targets, d.target_nulls, d.weights, d.weight_nulls, tol)
     if d.forced is not None:
         codes = d.forced if codes is None else np.where(d.forced != 0, d.forced, codes)
-    preds, labels, targets, weights = d.preds, d.labels, d.targets, d.weights
+    rows = Rows(d.preds, d.labels, d.targets, d.weights)
     keep: np.ndarray | None = None
     if codes is not None and codes.any():
         _record_problems(run, chunk, codes)
         keep = codes == 0
-        preds = preds[:, keep]
-        labels = None if labels is None else labels[keep]
-        targets = None if targets is None else targets[:, keep]
-        weights = None if weights is None else weights[keep]
+        rows = rows.subset(keep)
     if run.options.renormalize and run.layout.scale == "probs":
-        preds = preds / preds.sum(axis=0)
-    pred = acc.log_probs(preds)
-    acc.update_class_major(pred, labels, targets, weights)
+        rows.preds = rows.preds / rows.preds.sum(axis=0)
+    pred = _accumulate(acc, rows)
     if run.layout.group_columns:
-        _update_groups(run, chunk, keep, pred, labels, targets, weights)
-    if run.options.worst > 0:
-        _update_worst(run, chunk, keep, pred, labels, targets)
+        _update_groups(run, chunk, keep, rows)
+    if run.options.worst > 0 and pred is not None:
+        _update_worst(run, chunk, keep, pred, rows.labels, rows.targets)
 
 
 def _record_problems(run: Run, chunk: Chunk, codes: validate.Codes) -> None:
@@ -255,23 +283,23 @@ def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int) -> CellP
     return CellProblem(file_row, column, _cell_text(batch, column, row), reason, expected, line)
 
 
-def _update_groups(run: Run, chunk: Chunk, keep: np.ndarray | None, pred: Any,
-                   labels: Any, targets: Any, weights: Any) -> None:
-    """Split a chunk's rows by their group key and add each part to its group's accumulator."""
-    columns = [chunk.batch.column(name) for name in run.layout.group_columns]
-    texts = [np.asarray([_group_text(v) for v in col.to_pylist()], dtype=object) for col in columns]
-    keys = np.array(["\x1f".join(parts) for parts in zip(*texts, strict=False)], dtype=object)
+def _group_keys(run: Run, chunk: Chunk) -> np.ndarray:
+    """One key per row: the group columns' values as text, joined by a unit separator."""
+    texts = [[_group_text(v) for v in chunk.batch.column(name).to_pylist()]
+             for name in run.layout.group_columns]
+    return np.array(["\x1f".join(parts) for parts in zip(*texts, strict=True)], dtype=object)
+
+
+def _update_groups(run: Run, chunk: Chunk, keep: np.ndarray | None, rows: Rows) -> None:
+    """Split a chunk's valid rows by group and add each part to its group's accumulator."""
+    keys = _group_keys(run, chunk)
     if keep is not None:
         keys = keys[keep]
     for key in dict.fromkeys(keys.tolist()):
-        mask = keys == key
-        acc = run.groups.setdefault(tuple(key.split("\x1f")), run.new_accumulator())
-        sub = type(pred)(pred.probs[:, mask], pred.log_probs[:, mask],
-                         None if pred.clipped_mask is None else pred.clipped_mask[:, mask],
-                         pred.exact_logs)
-        acc.update_class_major(sub, None if labels is None else labels[mask],
-                               None if targets is None else targets[:, mask],
-                               None if weights is None else weights[mask])
+        group = tuple(key.split("\x1f"))
+        if group not in run.groups:
+            run.groups[group] = run.new_accumulator()
+        _accumulate(run.groups[group], rows.subset(keys == key))
 
 
 def _group_text(value: Any) -> str:
@@ -328,8 +356,16 @@ def _score_source(run: Run, source: Source) -> None:
         except (pa.ArrowException, OSError) as exc:
             raise readers.unreadable(source, exc) from exc
         _add_ragged(run, source, ragged)
-        run.total = run.total.merge(acc)
+        run.total = _merged(run.total, acc)
         return
+
+
+def _merged(total: AnyAccumulator, part: AnyAccumulator) -> AnyAccumulator:
+    if isinstance(total, MultilabelAccumulator) and isinstance(part, MultilabelAccumulator):
+        return total.merge(part)
+    if isinstance(total, Accumulator) and isinstance(part, Accumulator):
+        return total.merge(part)
+    raise TypeError("cannot merge accumulators of different kinds")
 
 
 def _add_ragged(run: Run, source: Source, ragged: readers.RaggedRows) -> None:
@@ -396,7 +432,8 @@ def score(
         if layout.classes is None and layout.pred_is_list:
             layout = _with_classes(layout, tuple(str(k) for k in range(n_classes)))
         labels = LabelMapper(layout) if layout.label_column else None
-        run = Run(options, layout, labels, n_classes, Accumulator(n_classes, options.eps, layout.scale))  # type: ignore[arg-type]
+        run = Run(options, layout, labels, n_classes, Accumulator(1))
+        run.total = run.new_accumulator()
         for source in sources:
             _score_source(run, source)
             if progress is not None:
@@ -421,8 +458,9 @@ def _report(run: Run, sources: Sequence[Source]) -> Report:
         raise DataError(f"all {run.rows_read} rows were invalid and skipped; nothing to score",
                         "see rows.skipped_by_reason, or run without --on-invalid skip to see why")
     classes = run.labels.final_classes() if run.labels else list(run.layout.classes or ())
-    groups = [GroupReport(dict(zip(run.layout.group_columns, key, strict=False)), acc.stats.rows,
-                          acc.finalize(run.options.base)) for key, acc in sorted(run.groups.items())]
+    group_scores = [(key, acc.finalize(run.options.base)) for key, acc in sorted(run.groups.items())]
+    groups = [GroupReport(dict(zip(run.layout.group_columns, key, strict=True)), sc.rows, sc)
+              for key, sc in group_scores]
     worst = [w for _, _, w in sorted(run.worst, key=lambda t: (-t[0], -t[1]))]
     unit_scale = 1.0 if run.options.base == "e" else math.log(float(run.options.base))
     worst = [WorstRow(w.file, w.row, w.id, w.label, w.p_true, w.cross_entropy / unit_scale) for w in worst]

@@ -190,7 +190,7 @@ def finalize_stats(stats: ChunkStats, base: str = "e") -> Scores:
         entropy_pred=mean(stats.pred_entropy_sum),
         prior_entropy=_in_unit(prior, unit),
         normalized_cross_entropy=None if ce_nats is None or not prior else ce_nats / prior,
-        perplexity=None if ce_nats is None else _exp(ce_nats),
+        perplexity=None if ce_nats is None else safe_exp(ce_nats),
         accuracy=_ratio(stats.correct_sum, w),
         weight_sum=w,
         rows=stats.rows,
@@ -203,7 +203,7 @@ def _in_unit(value: float | None, unit: float) -> float | None:
     return None if value is None else value / unit
 
 
-def _exp(x: float) -> float:
+def safe_exp(x: float) -> float:
     try:
         return math.exp(x)
     except OverflowError:

@@ -34,6 +34,21 @@ REASONS: dict[int, tuple[str, str]] = {
 class Tolerance:
     sum_tol: float = 1e-3
     renormalize: bool = False
+    check_sums: bool = True  # False for multilabel: each column is its own Bernoulli
+
+
+def _row_ok(values: Floats, is_prob: bool, tol: Tolerance) -> Mask:
+    """Rows that pass every check (the fast path: two whole-block reductions and a row sum)."""
+    if not is_prob:
+        return np.asarray(np.isfinite(values).all(axis=0))
+    if values.size and values.min() >= 0 and values.max() <= 1:  # NaN fails both
+        ok = np.ones(values.shape[1], dtype=bool)
+    else:
+        ok = np.asarray((values.min(axis=0) >= 0) & (values.max(axis=0) <= 1))
+    if tol.check_sums:
+        sums = values.sum(axis=0)
+        ok &= (sums > 0) if tol.renormalize else (np.abs(sums - 1.0) <= tol.sum_tol)
+    return ok
 
 
 def _distribution_codes(
@@ -41,17 +56,7 @@ def _distribution_codes(
 ) -> Codes | None:
     """Reason per row for a (classes, rows) block of probabilities (or logits if not is_prob)."""
     n_rows = values.shape[1]
-    if is_prob:
-        if values.size and values.min() >= 0 and values.max() <= 1:  # NaN fails both
-            ok = np.ones(n_rows, dtype=bool)
-        else:
-            ok = (values.min(axis=0) >= 0) & (values.max(axis=0) <= 1)
-        if not tol.renormalize:
-            ok &= np.abs(values.sum(axis=0) - 1.0) <= tol.sum_tol
-        else:
-            ok &= values.sum(axis=0) > 0
-    else:
-        ok = np.isfinite(values).all(axis=0)
+    ok = _row_ok(values, is_prob, tol)
     if null_rows is not None:
         ok &= ~null_rows
     if ok.all():
@@ -94,7 +99,7 @@ def check_rows(
     Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``)."""
     codes = _distribution_codes(preds, pred_nulls, preds_are_probs, tol)
     if targets is not None:
-        target_tol = Tolerance(tol.sum_tol, renormalize=False)
+        target_tol = Tolerance(tol.sum_tol, renormalize=False, check_sums=tol.check_sums)
         codes = merge_codes(codes, _distribution_codes(targets, target_nulls, True, target_tol))
     if labels is not None and labels.size and labels.min() < 0:
         label_codes = np.where(labels == -2, MISSING_LABEL, np.where(labels == -1, UNKNOWN_LABEL, 0))

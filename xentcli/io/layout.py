@@ -31,6 +31,7 @@ class LayoutRequest:
     id: str | None = None
     positive: str | None = None
     scale: str = "probs"
+    multilabel: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Layout:
     pred_is_list: bool
     classes: tuple[str, ...] | None  # None: a list column whose length is seen in the first row
     binary: bool
+    multilabel: bool
     label_kind: str  # "text", "integer" or "boolean"
     positional_labels: bool  # integer labels are positions 0..K-1
     positive: str | None
@@ -222,7 +224,7 @@ def resolve_layout(schema: pa.Schema, request: LayoutRequest) -> Layout:
         label = request.label
         reasons[label] = ("label", "--label")
     else:
-        label, why = _find_label(schema, taken)
+        label, why = _find_label(schema, taken - set(request.by))  # grouping by the label is fine
         if label is None:
             raise DataError("no label column found",
                             f"name it one of {', '.join(LABEL_NAMES)}, or pass --label COL "
@@ -259,6 +261,9 @@ def _finish_layout(
     reasons: dict[str, tuple[str, str]],
 ) -> Layout:
     label_kind = _label_kind(schema.field(label).type) if label is not None else "text"
+    if request.multilabel and target_columns is None:
+        raise UsageError("--multilabel needs --target COLS: the 0/1 column of each label",
+                         "e.g. --multilabel --target 'y_*' --pred 'p_*'")
     binary = not pred_is_list and len(preds) == 1 and target_columns is None
     classes = _classes(schema, request, preds, pred_is_list, binary, label_kind, target_columns)
     positional = (label is not None and label_kind == "integer" and classes is not None
@@ -271,6 +276,7 @@ def _finish_layout(
         pred_is_list=pred_is_list,
         classes=classes,
         binary=binary,
+        multilabel=request.multilabel,
         label_kind=label_kind,
         positional_labels=positional,
         positive=request.positive,
