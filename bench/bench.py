@@ -58,7 +58,7 @@ GEN_VERSION = 2
 ROW_SUM_TOL = 1e-6
 #: Binary is the smallest problem.
 MIN_CLASSES = 2
-#: pandas+sklearn peak memory per (row, class) cell, measured (6.6 GiB at 10M rows x 10 classes).
+#: pandas+sklearn peak memory per (row, class) cell, rounded up (5.1 GiB measured at 10M x 10).
 PANDAS_BYTES_PER_CELL = 70
 #: Skip pandas+sklearn when its estimate exceeds this share of MemAvailable (avoid the OOM killer).
 PANDAS_MEM_SHARE = 0.8

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
@@ -179,7 +181,8 @@ def score(
     baseline_report = None
     if baseline is not None:
         baseline_report = gate_mod.load_baseline(baseline, options.signature(), 1, allow_signature_mismatch)
-    report = run_score(files, options)
+    with _progress_bar(quiet) as progress:
+        report = run_score(files, options, progress=progress)
     if parsed:
         results = gate_mod.evaluate_gates(parsed, report.to_dict(), baseline_report, baseline_path=baseline)
         report = report.with_gates(results)
@@ -188,6 +191,28 @@ def score(
         for line in gate_mod.failure_lines(results):
             typer.echo(line, err=True)
         raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@contextmanager
+def _progress_bar(quiet: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A rich progress bar on stderr (rows and rows/s), only for a terminal and without -q."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,.0f} rows"),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("score", total=None, rate="")
+
+        def update(rows: int, total: int | None) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = f"{rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+            bar.update(task, completed=rows, total=total, rate=rate)
+
+        yield update
 
 
 def _emit(report: Report, fmt: str, output: str | None, precision: int, quiet: bool) -> None:

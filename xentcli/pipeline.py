@@ -125,6 +125,8 @@ class Run:
     groups: dict[tuple[str, ...], AnyAccumulator] = field(default_factory=dict)
     worst: list[tuple[float, int, WorstRow]] = field(default_factory=list)
     seq: int = 0
+    progress: Callable[[int, int | None], None] | None = None
+    total_rows: int | None = None  # for the progress bar, when metadata knows it
 
     def new_accumulator(self) -> AnyAccumulator:
         scale = cast(Scale, self.layout.scale)
@@ -229,6 +231,8 @@ def _score_chunk(run: Run, chunk: Chunk, acc: AnyAccumulator) -> None:
         _update_groups(run, chunk, keep, rows)
     if run.options.worst > 0 and pred is not None:
         _update_worst(run, chunk, keep, pred, rows.labels, rows.targets)
+    if run.progress is not None:
+        run.progress(run.rows_read, run.total_rows)
 
 
 def _record_problems(run: Run, chunk: Chunk, codes: validate.Codes) -> None:
@@ -415,7 +419,7 @@ def score(
     paths: Sequence[str],
     options: ScoreOptions | None = None,
     stdin: BinaryIO | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> Report:
     """Score prediction files as one stream and return the report.
 
@@ -434,11 +438,22 @@ def score(
         labels = LabelMapper(layout) if layout.label_column else None
         run = Run(options, layout, labels, n_classes, Accumulator(1))
         run.total = run.new_accumulator()
+        run.progress = progress
+        run.total_rows = _known_rows(sources) if progress is not None else None
         for source in sources:
             _score_source(run, source)
-            if progress is not None:
-                progress(run.rows_read)
     return _report(run, sources)
+
+
+def _known_rows(sources: Sequence[Source]) -> int | None:
+    """Total rows from metadata, when every source has it (Parquet, Arrow files)."""
+    total = 0
+    for source in sources:
+        rows = readers.count_rows(source)
+        if rows is None:
+            return None
+        total += rows
+    return total
 
 
 def _with_classes(layout: Layout, classes: tuple[str, ...]) -> Layout:

@@ -91,12 +91,22 @@ class Accumulator:
             return
         if pred.probs.shape[0] != self.n_classes:
             raise ValueError(f"expected {self.n_classes} classes, got {pred.probs.shape[0]}")
+        zero_weight_rows = 0
+        if weights is not None and not weights.all():
+            # a zero-weight row is a dropped row, also when its loss is infinite (0·inf is nan)
+            keep = weights != 0
+            zero_weight_rows = int((~keep).sum())
+            pred = pred.select(keep)
+            labels = None if labels is None else labels[keep]
+            targets = None if targets is None else targets[:, keep]
+            weights = weights[keep]
         if labels is not None:
             part = kernels.hard_label_stats(pred, labels, weights)
         elif targets is not None:
             part = kernels.soft_target_stats(pred, targets, weights, self.eps)
         else:
             raise ValueError("update needs labels or targets")
+        part.rows += zero_weight_rows
         add_stats(self.stats, part)
 
     def merge(self, other: Accumulator) -> Accumulator:

@@ -53,6 +53,11 @@ class LogProbs:
     clipped_mask: npt.NDArray[np.bool_] | None  # where q < eps (probs scale only)
     exact_logs: bool  # True when log q came from logits/logprobs, not from clipping q
 
+    def select(self, rows: npt.NDArray[np.bool_]) -> LogProbs:
+        """The same predictions for a subset of rows."""
+        mask = None if self.clipped_mask is None else self.clipped_mask[:, rows]
+        return LogProbs(self.probs[:, rows], self.log_probs[:, rows], mask, self.exact_logs)
+
 
 def from_probs(probs: Floats, eps: float) -> LogProbs:
     """Log of probabilities clipped up to ``eps`` (``eps == 0``: no clipping, log 0 = −inf).
@@ -168,10 +173,12 @@ _H_COEFFS = tuple((-1.0) ** n / float(np.prod(np.arange(1, n + 1))) for n in ran
 def _g(t: Floats) -> Floats:
     with np.errstate(divide="ignore", invalid="ignore"):
         closed = (1.0 + t) * np.log1p(t) - t
+    closed = np.where(t == -1.0, 1.0, closed)  # p negligible next to q: 0·log 0 = 0
     return np.where(np.abs(t) < _SERIES_CUTOFF, _series(t, _G_COEFFS), closed)
 
 
 def _h(delta: Floats) -> Floats:
+    """h(δ) for |δ| < 1 (where exp(−δ) cannot overflow)."""
     closed = delta + np.expm1(-delta)
     return np.where(np.abs(delta) < _SERIES_CUTOFF, _series(delta, _H_COEFFS), closed)
 
@@ -188,7 +195,9 @@ def rel_entr_terms(targets: Floats, pred: LogProbs, eps: float) -> Floats:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if pred.exact_logs:
             delta = np.log(np.where(positive, targets, 1.0)) - pred.log_probs
-            terms = targets * _h(delta) + (targets - pred.probs)
+            near = np.abs(delta) < 1.0  # only there does p·δ cancel against the row's other terms
+            terms = np.where(near, targets * _h(np.where(near, delta, 0.0)) + (targets - pred.probs),
+                             targets * delta)
         else:
             q = np.maximum(pred.probs, eps) if eps > 0 else pred.probs
             d = targets - q
