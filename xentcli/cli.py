@@ -224,8 +224,11 @@ def _emit(report: Report, fmt: str, output: str | None, precision: int, quiet: b
     color = output is None and fmt == "table" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     text = render(report, fmt, precision, color)
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_broken_pipe()
     else:
         write_atomically(output, text)
 

@@ -43,12 +43,12 @@ class DataError(XentError):
     exit_code = EXIT_DATA
 
 
-def escape_value(value: object, limit: int = 60) -> str:
+def escape_value(value: object, limit: int | None = 60) -> str:
     """Quote a value from the input for a message: control characters escaped, long text cut,
     rich markup never interpreted (the CLI prints messages without markup)."""
     text = value if isinstance(value, str) else str(value)
     escaped = text.encode("unicode_escape").decode("ascii").replace("'", "\\'")
-    if len(escaped) > limit:
+    if limit is not None and len(escaped) > limit:
         escaped = escaped[: limit - 3] + "..."
     return f"'{escaped}'"
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, cast
 
 import numpy as np
@@ -77,7 +78,7 @@ class Problems:
     """Invalid rows seen so far: counts by reason and the first few, located."""
 
     count: int = 0
-    shown: list[tuple[str, CellProblem]] = field(default_factory=list)
+    shown: list[tuple[Source, CellProblem]] = field(default_factory=list)
     by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, counts: dict[str, int]) -> None:
@@ -86,8 +87,8 @@ class Problems:
             self.count += n
 
     def error(self) -> InvalidRowsError:
-        files = {f for f, _ in self.shown}
-        file = self.shown[0][0] if len(files) == 1 else ", ".join(sorted(files))
+        files = {s.name for s, _ in self.shown}
+        file = self.shown[0][0].name if len(files) == 1 else ", ".join(sorted(files))
         hint = _hint(self.shown[0][1].reason)
         return InvalidRowsError(file, [p for _, p in self.shown], self.count, hint, dict(self.by_reason))
 
@@ -240,7 +241,7 @@ def _record_problems(run: Run, chunk: Chunk, codes: validate.Codes) -> None:
     room = MAX_PROBLEMS_SHOWN - len(run.problems.shown)
     for row in np.flatnonzero(codes)[: max(room, 0)]:
         problem = describe_problem(run.layout, chunk, int(row), int(codes[row]))
-        run.problems.shown.append((chunk.source.name, problem))
+        run.problems.shown.append((chunk.source, problem))
 
 
 def _cell_text(batch: pa.RecordBatch, column: str, row: int) -> str:
@@ -346,7 +347,7 @@ def _score_source(run: Run, source: Source) -> None:
     every bad cell is located and handled like any other invalid value."""
     for text_mode in (False, True):
         acc = run.new_accumulator()
-        saved = (run.rows_read, run.problems, dict(run.groups), list(run.worst))
+        saved = copy.deepcopy((run.rows_read, run.problems, run.groups, run.worst, run.seq))
         ragged = readers.RaggedRows()
         try:
             for chunk in _read_ahead(_file_chunks(run, source, text_mode, ragged)):
@@ -354,8 +355,7 @@ def _score_source(run: Run, source: Source) -> None:
         except pa.ArrowInvalid as exc:
             if text_mode or source.format not in ("csv", "tsv") or "conversion error" not in str(exc):
                 raise readers.unreadable(source, exc) from exc
-            run.rows_read, run.problems, run.groups, run.worst = saved
-            run.problems = Problems(saved[1].count, list(saved[1].shown), dict(saved[1].by_reason))
+            run.rows_read, run.problems, run.groups, run.worst, run.seq = saved
             continue
         except (pa.ArrowException, OSError) as exc:
             raise readers.unreadable(source, exc) from exc
@@ -377,23 +377,36 @@ def _add_ragged(run: Run, source: Source, ragged: readers.RaggedRows) -> None:
         return
     run.problems.add({"ragged_row": ragged.count})
     run.rows_read += ragged.count
-    for line, want, got, text in ragged.rows[: MAX_PROBLEMS_SHOWN - len(run.problems.shown)]:
+    shown = ragged.rows
+    if any(line is None for line, *_ in shown):
+        shown = readers.locate_ragged(source)
+    for line, want, got, text in shown[: MAX_PROBLEMS_SHOWN - len(run.problems.shown)]:
         row = line - 1 if line is not None else 0
         problem = CellProblem(row, "(whole row)", escape_value(text), "ragged_row",
                               f"{want} fields, got {got}", line)
-        run.problems.shown.append((source.name, problem))
+        run.problems.shown.append((source, problem))
+
+
+def _resolve(source: Source, options: ScoreOptions) -> tuple[Layout, pa.Schema]:
+    """The layout of one file; its schema problems are reported with its name."""
+    schema = readers.read_schema(source)
+    if len(schema) and all(pa.types.is_null(f.type) for f in schema) and readers.is_header_only(source):
+        raise DataError(f"{source.name}: no data rows (header only)", "the input holds no predictions")
+    try:
+        return resolve_layout(schema, options.layout), schema
+    except DataError as exc:
+        raise DataError(f"{source.name}: {exc.message}", exc.hint) from None
 
 
 def _layout_for(sources: Sequence[Source], options: ScoreOptions) -> tuple[Layout, pa.Schema]:
-    schema = readers.read_schema(sources[0])
-    layout = resolve_layout(schema, options.layout)
+    layout, schema = _resolve(sources[0], options)
     for other in sources[1:]:
         other_schema = readers.read_schema(other)
         missing = [c for c in layout.columns if c not in other_schema.names]
         if missing:
             raise DataError(f"{other.name} lacks column {escape_value(missing[0])} that "
                             f"{sources[0].name} has", "score files with the same columns together")
-        if resolve_layout(other_schema, options.layout).pred_columns != layout.pred_columns:
+        if _resolve(other, options)[0].pred_columns != layout.pred_columns:
             raise DataError(f"{other.name} and {sources[0].name} have different prediction columns",
                             "score files with the same schema together")
     return layout, schema
@@ -442,7 +455,7 @@ def score(
         run.total_rows = _known_rows(sources) if progress is not None else None
         for source in sources:
             _score_source(run, source)
-    return _report(run, sources)
+        return _report(run, sources)  # inside: an error may re-read a spooled stdin file
 
 
 def _known_rows(sources: Sequence[Source]) -> int | None:
@@ -457,13 +470,34 @@ def _known_rows(sources: Sequence[Source]) -> int | None:
 
 
 def _with_classes(layout: Layout, classes: tuple[str, ...]) -> Layout:
-    from dataclasses import replace
-
     return replace(layout, classes=classes)
+
+
+def _quote_as_written(shown: list[tuple[Source, CellProblem]], chunk_rows: int,
+                     ) -> list[tuple[Source, CellProblem]]:
+    """Text files: quote each bad cell as written (1e400, NaN), not as parsed (inf, nan). Runs
+    only on the way to an error, so the extra read costs nothing on the happy path."""
+    out = list(shown)
+    for source in {s for s, _ in shown if s.format in ("csv", "tsv")}:
+        wanted = {(p.row, p.column): i for i, (s, p) in enumerate(shown) if s == source}
+        columns = sorted({column for _, column in wanted if column in readers.read_schema(source).names})
+        if not columns:
+            continue
+        first_row = 1
+        for batch in readers.iter_csv_text(source, columns, chunk_rows):
+            for (row, column), i in wanted.items():
+                if column in columns and first_row <= row < first_row + batch.num_rows:
+                    raw = batch.column(column)[row - first_row].as_py()
+                    out[i] = (source, replace(out[i][1], value=escape_value(raw)))
+            first_row += batch.num_rows
+            if first_row > max(row for row, _ in wanted):
+                break
+    return out
 
 
 def _report(run: Run, sources: Sequence[Source]) -> Report:
     if run.problems.count and run.options.on_invalid == "error":
+        run.problems.shown = _quote_as_written(run.problems.shown, run.options.chunk_rows)
         raise run.problems.error()
     if run.rows_read == 0:
         raise DataError(f"{', '.join(s.name for s in sources)}: no data rows (empty or header only)",

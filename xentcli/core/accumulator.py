@@ -157,7 +157,9 @@ class Scores:
 def _ratio(numerator: float, denominator: float) -> float | None:
     if denominator == 0 or math.isnan(numerator) or math.isnan(denominator):
         return None
-    return numerator / denominator
+    if math.isinf(numerator) and math.isinf(denominator):
+        return None  # inf/inf: undefined
+    return float(numerator) / float(denominator)
 
 
 def entropy_of(distribution: Floats) -> float:

@@ -97,7 +97,8 @@ def _pred_entropy(pred: LogProbs) -> Floats:
     """H(q) per row, with 0·log 0 = 0 also when eps = 0 made log q = −inf."""
     if not pred.exact_logs and pred.probs.size and pred.probs.min() == 0 and \
             np.isneginf(pred.log_probs).any():
-        terms = pred.probs * pred.log_probs
+        with np.errstate(invalid="ignore"):
+            terms = pred.probs * pred.log_probs
         terms[pred.probs == 0] = 0.0
         return -terms.sum(axis=0)
     return -np.einsum("kn,kn->n", pred.probs, pred.log_probs)

@@ -80,6 +80,8 @@ def _wide(batch: pa.RecordBatch, names: tuple[str, ...]) -> tuple[Floats, Mask |
     bad_text: Mask | None = None
     for k, name in enumerate(names):
         column = batch.column(name)
+        if is_text(column.type):  # CSV text fallback: an empty cell is a null, not bad text
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
         out[k], bad = to_float(column)
         column_nulls = _nulls(column)
         if column_nulls is not None:

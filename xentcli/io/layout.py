@@ -158,6 +158,13 @@ def _find_label(schema: pa.Schema, taken: set[str]) -> tuple[str | None, str]:
     return None, ""
 
 
+def _own_prefix(name: str) -> str:
+    """'p_' for 'p_dog': with one numeric column, text columns named like it are predictions too
+    (a text cell in a probability column is an error at that cell, not a reason to drop it)."""
+    cut = max(name.rfind(sep) for sep in SEPARATORS) + 1
+    return name[:cut] if 0 < cut < len(name) else ""
+
+
 def _auto_preds(schema: pa.Schema, taken: set[str]) -> tuple[list[str], bool, str]:
     """Prediction columns by the rules of SPEC section 2: a list column with a known name, else
     every remaining numeric column plus text columns that share their name prefix."""
@@ -171,7 +178,7 @@ def _auto_preds(schema: pa.Schema, taken: set[str]) -> tuple[list[str], bool, st
     numeric = [f.name for f in schema if f.name not in taken and is_numeric(f.type)]
     if not numeric:
         return [], False, ""
-    prefix, _ = strip_shared_prefix(numeric)
+    prefix = strip_shared_prefix(numeric)[0] if len(numeric) > 1 else _own_prefix(numeric[0])
     if prefix:
         numeric = [f.name for f in schema if f.name not in taken and f.name.startswith(prefix)
                    and (is_numeric(f.type) or is_text(f.type) or pa.types.is_null(f.type))]

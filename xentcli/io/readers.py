@@ -55,6 +55,7 @@ def _open_csv(
     convert = pacsv.ConvertOptions(
         column_types=column_types or {},
         include_columns=list(columns) if columns is not None else [],
+        null_values=[""],  # "NA", "nan", "null" stay what they are: a label, NaN, a bad number
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
@@ -100,6 +101,22 @@ def read_schema(source: Source) -> pa.Schema:
         return pajson.open_json(source.path).schema
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise unreadable(source, exc) from exc
+
+
+def is_header_only(source: Source) -> bool:
+    """A text file whose first block holds no data row."""
+    if source.format not in ("csv", "tsv"):
+        return False
+    return all(batch.num_rows == 0 for batch in _open_csv(source, None, None, RaggedRows()))
+
+
+def locate_ragged(source: Source) -> list[tuple[int | None, int, int, str]]:
+    """Parse serially to learn the line numbers of rows with the wrong number of fields (a
+    threaded parse does not know them)."""
+    ragged = RaggedRows()
+    for _ in _open_csv(source, None, None, ragged, use_threads=False):
+        pass
+    return ragged.rows
 
 
 def count_rows(source: Source) -> int | None:

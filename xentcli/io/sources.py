@@ -97,12 +97,12 @@ def resolve_sources(
         elif os.path.isdir(arg):
             sources.extend(_directory_sources(arg))
         elif not os.path.exists(arg):
-            raise DataError(f"{escape_value(arg)}: no such file", "check the path")
+            raise DataError(f"{escape_value(arg, None)}: no such file", "check the path")
         else:
             guessed = input_format or format_from_suffix(arg)
             if guessed is None:
                 raise UsageError(
-                    f"{escape_value(arg)}: cannot tell the format from the file name",
+                    f"{escape_value(arg, None)}: cannot tell the format from the file name",
                     f"name it .csv, .tsv, .parquet, .arrow or .jsonl, or pass --input-format "
                     f"({', '.join(FORMATS)})",
                 )
