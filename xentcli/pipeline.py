@@ -31,6 +31,13 @@ AnyAccumulator = Accumulator | MultilabelAccumulator
 DEFAULT_CHUNK_ROWS = 65_536
 MAX_PROBLEMS_SHOWN = 5
 READ_AHEAD = 2
+# Decoded chunks live in a ring of buffers. The producer fills buffer j % BUFFERS for chunk j
+# only after chunk j-1 was queued, so at most READ_AHEAD chunks wait in the queue and one is being
+# scored: the buffer of chunk j - BUFFERS is free by then.
+BUFFERS = READ_AHEAD + 2
+# Arrow decodes best in large batches, NumPy computes best on blocks that stay in the CPU cache
+# across the dozen passes the math makes: each decoded chunk is scored in blocks of this many rows.
+MATH_BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -178,10 +185,15 @@ def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.Ragg
         batches = readers.iter_csv_text(source, layout.columns, run.options.chunk_rows)
     else:
         batches = readers.iter_batches(source, layout.columns, layout.csv_types(),
-                                       run.options.chunk_rows, ragged)
+                                       run.options.chunk_rows, ragged, layout.key_columns)
     first_row = 1
-    for batch in batches:
-        yield Chunk(source, first_row, batch, decode(batch, layout, run.n_classes, run.labels))
+    ring = [np.empty((len(layout.pred_columns), run.options.chunk_rows)) for _ in range(BUFFERS)]
+    for j, batch in enumerate(batches):
+        decoded = decode(batch, layout, run.n_classes, run.labels, ring[j % BUFFERS])
+        for start in range(0, batch.num_rows, MATH_BLOCK_ROWS):
+            stop = min(start + MATH_BLOCK_ROWS, batch.num_rows)
+            yield Chunk(source, first_row + start, batch.slice(start, stop - start),
+                        decoded.rows(start, stop))
         first_row += batch.num_rows
 
 

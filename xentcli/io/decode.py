@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,17 +33,64 @@ class Decoded:
     weight_nulls: Mask | None
     forced: Codes | None
 
+    def rows(self, start: int, stop: int) -> Decoded:
+        """Rows start:stop, as views."""
+        def cut(a: npt.NDArray[Any] | None) -> Any:
+            return None if a is None else a[..., start:stop]
+
+        return Decoded(cut(self.preds), cut(self.pred_nulls), cut(self.labels), cut(self.targets),
+                       cut(self.target_nulls), cut(self.weights), cut(self.weight_nulls),
+                       cut(self.forced))
+
+
+# Arrow → NumPy by hand, from the buffers: pyarrow's to_numpy() and pa.scalar() import pandas on
+# first use (~0.2 s), which would be most of the start-up time of a small run.
+
 
 def _nulls(column: pa.Array) -> Mask | None:
+    """Where the column is null, from its validity bitmap."""
     if column.null_count == 0:
         return None
-    return np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if pa.types.is_null(column.type) or column.buffers()[0] is None:
+        return np.ones(len(column), dtype=bool)
+    bits = np.unpackbits(np.frombuffer(column.buffers()[0], np.uint8), bitorder="little")
+    return bits[column.offset : column.offset + len(column)] == 0
+
+
+def _primitive(column: pa.Array) -> npt.NDArray[np.number]:
+    """A fixed-width integer or float column's values, zero-copy (values under nulls are
+    arbitrary: callers mask them with :func:`_nulls`)."""
+    signed = pa.types.is_signed_integer(column.type)
+    kind = "f" if pa.types.is_floating(column.type) else "i" if signed else "u"
+    dtype = np.dtype(f"{kind}{column.type.bit_width // 8}")
+    return np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column),
+                         offset=column.offset * dtype.itemsize)
+
+
+def _ints_or(column: pa.Array, null_value: int) -> npt.NDArray[np.intp]:
+    """An integer column as NumPy with nulls replaced."""
+    values = _primitive(column).astype(np.intp)
+    nulls = _nulls(column)
+    if nulls is not None:
+        values[nulls] = null_value
+    return values
+
+
+def _floats(column: pa.Array) -> Floats:
+    """A numeric column as float64 with NaN under nulls."""
+    raw = _primitive(column)
+    values: Floats = raw if raw.dtype == np.float64 else raw.astype(np.float64)  # type: ignore[assignment]
+    nulls = _nulls(column)
+    if nulls is not None:
+        values = values.copy() if values is raw else values
+        values[nulls] = np.nan
+    return values
 
 
 def _text_to_float(column: pa.Array) -> tuple[Floats, Mask | None]:
     """Text cells parsed as numbers; a cell that is not a number becomes NaN and is flagged."""
     try:
-        return column.cast(pa.float64()).to_numpy(zero_copy_only=False), None
+        return _floats(column.cast(pa.float64())), None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     values = np.full(len(column), np.nan)
@@ -70,12 +118,17 @@ def to_float(column: pa.Array) -> tuple[Floats, Mask | None]:
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise DataError(f"column type {escape_value(str(column.type))} holds no numbers",
                         "prediction, target and weight columns must be numeric")
-    return column.to_numpy(zero_copy_only=False), None
+    return _floats(column), None
 
 
-def _wide(batch: pa.RecordBatch, names: tuple[str, ...]) -> tuple[Floats, Mask | None, Mask | None]:
-    """Wide columns into one (classes, rows) float64 block."""
-    out = np.empty((len(names), batch.num_rows))
+def _wide(
+    batch: pa.RecordBatch, names: tuple[str, ...], buffer: Floats | None = None
+) -> tuple[Floats, Mask | None, Mask | None]:
+    """Wide columns into one (classes, rows) float64 block, written into ``buffer`` when given
+    (reusing memory avoids faulting in fresh pages for every chunk)."""
+    shape = (len(names), batch.num_rows)
+    fits = buffer is not None and buffer.shape[0] == shape[0] and buffer.shape[1] >= shape[1]
+    out = buffer[:, : shape[1]] if buffer is not None and fits else np.empty(shape)
     nulls: Mask | None = None
     bad_text: Mask | None = None
     for k, name in enumerate(names):
@@ -96,7 +149,7 @@ def _listed(column: pa.Array, n_classes: int) -> tuple[Floats, Mask | None, Mask
     if pa.types.is_list_view(column.type):
         column = column.cast(pa.list_(column.type.value_type))
     n_rows = len(column)
-    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy(zero_copy_only=False)
+    lengths = _ints_or(pc.list_value_length(column), -1)
     good = lengths == n_classes
     if good.all():
         flat = column.flatten() if not pa.types.is_fixed_size_list(column.type) else column.values
@@ -179,7 +232,7 @@ class LabelMapper:
         encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
         texts = [_label_text(v) for v in encoded.dictionary.to_pylist()]
         codes = np.array([self._code(t) for t in texts] + [MISSING], dtype=np.intp)
-        indices = pc.fill_null(encoded.indices, len(texts)).to_numpy(zero_copy_only=False)
+        indices = _ints_or(encoded.indices, len(texts))
         return codes[indices]
 
 
@@ -191,15 +244,22 @@ def _label_text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def decode(batch: pa.RecordBatch, layout: Layout, n_classes: int, labels: LabelMapper | None) -> Decoded:
-    """Everything the core needs from one batch, as float64 class-major arrays."""
+def decode(
+    batch: pa.RecordBatch,
+    layout: Layout,
+    n_classes: int,
+    labels: LabelMapper | None,
+    buffer: Floats | None = None,
+) -> Decoded:
+    """Everything the core needs from one batch, as float64 class-major arrays (the predictions
+    of wide columns written into ``buffer`` when given)."""
     forced: Codes | None = None
     if layout.pred_is_list:
         preds, pred_nulls, wrong_length = _listed(batch.column(layout.pred_columns[0]), n_classes)
         if wrong_length is not None and wrong_length.any():
             forced = np.where(wrong_length, LIST_LENGTH, 0).astype(np.uint8)
     else:
-        preds, pred_nulls, bad_text = _wide(batch, layout.pred_columns)
+        preds, pred_nulls, bad_text = _wide(batch, layout.pred_columns, buffer)
         if bad_text is not None:
             forced = np.where(bad_text, NOT_A_NUMBER, 0).astype(np.uint8)
     if layout.binary:

@@ -63,6 +63,11 @@ class Layout:
                  self.weight_column, *self.group_columns, self.id_column]
         return list(dict.fromkeys(n for n in names if n is not None))
 
+    @property
+    def key_columns(self) -> list[str]:
+        """Label and group columns: few distinct values, worth reading dictionary-encoded."""
+        return [n for n in (self.label_column, *self.group_columns) if n is not None]
+
     def csv_types(self) -> dict[str, pa.DataType]:
         """How CSV cells of each role convert: labels, groups and ids stay text exactly as
         written; every number is float64."""
