@@ -37,7 +37,7 @@ READ_AHEAD = 2
 BUFFERS = READ_AHEAD + 2
 # Arrow decodes best in large batches, NumPy computes best on blocks that stay in the CPU cache
 # across the dozen passes the math makes: each decoded chunk is scored in blocks of this many rows.
-MATH_BLOCK_ROWS = 8192
+MATH_BLOCK_ROWS = 16384
 
 
 @dataclass(frozen=True)
