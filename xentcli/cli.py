@@ -222,7 +222,11 @@ def _emit(report: Report, fmt: str, output: str | None, precision: int, quiet: b
         for warning in report.warnings:
             typer.echo(f"xent: warning: {warning}", err=True)
     color = output is None and fmt == "table" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    text = render(report, fmt, precision, color)
+    _write(render(report, fmt, precision, color), output)
+
+
+def _write(text: str, output: str | None) -> None:
+    """The report to stdout (a closed pipe ends quietly) or, atomically, to a file."""
     if output is None:
         try:
             sys.stdout.write(text)
@@ -270,6 +274,59 @@ def inspect(
                        renormalize=False, on_invalid=OnInvalid.error, chunk_rows=65_536,
                        input_format=input_format, worst=0)
     sys.stdout.write(render_inspection(*inspect_layout(file, options)))
+
+
+@app.command()
+def compare(
+    base_file: Annotated[str, typer.Argument(help="Predictions of the baseline model (any format score reads).", metavar="BASE")],
+    new_file: Annotated[str, typer.Argument(help="Predictions of the new model for the same rows.", metavar="NEW")],
+    row_id: Annotated[Optional[str], typer.Option("--id", help="Pair rows by this column (default: by row order).", rich_help_panel="Columns")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Paired bootstrap replicates for the confidence interval of each difference (0: none).", rich_help_panel="Bootstrap")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed of the bootstrap.", rich_help_panel="Bootstrap")] = 0,
+    confidence: Annotated[float, typer.Option(help="Confidence level of the interval.", rich_help_panel="Bootstrap")] = 0.95,
+    format: FormatOpt = OutputFormat.table,
+    output: Output = None,
+    label: Label = None,
+    target: Target = None,
+    pred: Pred = None,
+    classes: Classes = None,
+    weight: Weight = None,
+    positive: Positive = None,
+    scale: ScaleOpt = Scale.probs,
+    base: BaseOpt = Base.e,
+    eps: Eps = 2.220446049250313e-16,
+    sum_tol: SumTol = 1e-3,
+    renormalize: Renormalize = False,
+    on_invalid: OnInvalidOpt = OnInvalid.error,
+    chunk_rows: ChunkRows = 65_536,
+    input_format: InputFormatOpt = None,
+    precision: Precision = 4,
+    fail_if: Annotated[Optional[list[str]], typer.Option("--fail-if", help="Exit 1 when EXPR holds for the difference new − base, e.g. 'cross_entropy > 0.01' (repeatable).", rich_help_panel="Gates")] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Score two models' predictions for the same rows: each metric for both, the difference (new − base) and its paired bootstrap confidence interval."""
+    from xentcli import gates as gate_mod
+    from xentcli.compare import CompareOptions
+    from xentcli.compare import compare as run_compare
+    from xentcli.report.render import render_compare
+
+    score_options = _options(label=label, target=target, pred=pred, classes=classes, weight=weight, by=None,
+                             id=None, positive=positive, scale=scale, base=base, eps=eps, sum_tol=sum_tol,
+                             renormalize=renormalize, on_invalid=on_invalid, chunk_rows=chunk_rows,
+                             input_format=input_format, worst=0)
+    options = CompareOptions(score_options, row_id, bootstrap, seed, confidence)
+    options.check()
+    parsed = [gate_mod.parse_gate(expr) for expr in fail_if or ()]
+    report = run_compare([base_file], [new_file], options)
+    if parsed:
+        report = report.with_gates(gate_mod.evaluate_gates(parsed, report.gate_view(), None))
+    color = output is None and format == OutputFormat.table and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    _write(render_compare(report, format.value, precision, color), output)
+    if not report.passed:
+        for line in gate_mod.failure_lines(report.gates):
+            typer.echo(line, err=True)
+        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 def _fail(message: str, code: int) -> NoReturn:

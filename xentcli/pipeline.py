@@ -28,6 +28,9 @@ from xentcli.io.sources import Source, resolve_sources
 from xentcli.report.model import GroupReport, Report, RowCounts, WorstRow
 
 AnyAccumulator = Accumulator | MultilabelAccumulator
+# (chunk, valid rows' indices in the chunk, their 1-based ordinals over all inputs, predictions,
+#  valid rows) -> None
+RowSink = Callable[["Chunk", np.ndarray, np.ndarray, LogProbs, "Rows"], None]
 DEFAULT_CHUNK_ROWS = 65_536
 MAX_PROBLEMS_SHOWN = 5
 READ_AHEAD = 2
@@ -135,6 +138,7 @@ class Run:
     seq: int = 0
     progress: Callable[[int, int | None], None] | None = None
     total_rows: int | None = None  # for the progress bar, when metadata knows it
+    row_sink: RowSink | None = None
 
     def new_accumulator(self) -> AnyAccumulator:
         scale = cast(Scale, self.layout.scale)
@@ -225,6 +229,7 @@ def _accumulate(acc: AnyAccumulator, rows: Rows) -> LogProbs | None:
 
 def _score_chunk(run: Run, chunk: Chunk, acc: AnyAccumulator) -> None:
     d = chunk.decoded
+    first_ordinal = run.rows_read + 1  # of the chunk's first row, counted over all inputs
     run.rows_read += chunk.batch.num_rows
     tol = validate.Tolerance(run.options.sum_tol, run.options.renormalize, not run.layout.multilabel)
     codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale == "probs", d.labels,
@@ -244,6 +249,9 @@ def _score_chunk(run: Run, chunk: Chunk, acc: AnyAccumulator) -> None:
         _update_groups(run, chunk, keep, rows)
     if run.options.worst > 0 and pred is not None:
         _update_worst(run, chunk, keep, pred, rows.labels, rows.targets)
+    if run.row_sink is not None and pred is not None:
+        local = np.arange(chunk.batch.num_rows) if keep is None else np.flatnonzero(keep)
+        run.row_sink(chunk, local, first_ordinal + local, pred, rows)
     if run.progress is not None:
         run.progress(run.rows_read, run.total_rows)
 
@@ -445,12 +453,17 @@ def score(
     options: ScoreOptions | None = None,
     stdin: BinaryIO | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    row_sink: RowSink | None = None,
 ) -> Report:
     """Score prediction files as one stream and return the report.
 
+    ``progress(rows_read, total_rows_or_None)`` is called after every block; ``row_sink`` gets
+    every block's valid rows (``xent compare`` collects per-row losses through it).
+
     >>> from xentcli import score
-    >>> report = score(["sample_data/iris_multiclass.csv"])  # doctest: +SKIP
-    >>> report.to_dict()["metrics"]["cross_entropy"]  # doctest: +SKIP
+    >>> report = score(["sample_data/animals.csv"])
+    >>> round(report.to_dict()["metrics"]["cross_entropy"], 6)
+    0.601575
     """
     options = options or ScoreOptions()
     options.check()
@@ -464,6 +477,7 @@ def score(
         run = Run(options, layout, labels, n_classes, Accumulator(1))
         run.total = run.new_accumulator()
         run.progress = progress
+        run.row_sink = row_sink
         run.total_rows = _known_rows(sources) if progress is not None else None
         for source in sources:
             _score_source(run, source)

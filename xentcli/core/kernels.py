@@ -93,7 +93,7 @@ def binary_logit_to_log_probs(logit: Floats) -> Floats:
     return np.stack([-(np.maximum(logit, 0) + soft), -(np.maximum(-logit, 0) + soft)])
 
 
-def _pred_entropy(pred: LogProbs) -> Floats:
+def row_pred_entropy(pred: LogProbs) -> Floats:
     """H(q) per row, with 0·log 0 = 0 also when eps = 0 made log q = −inf."""
     if not pred.exact_logs and pred.probs.size and pred.probs.min() == 0 and \
             np.isneginf(pred.log_probs).any():
@@ -123,7 +123,7 @@ def hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None) -> Ch
     """Statistics for one-hot targets given as class indices ``labels`` (rows,)."""
     n_classes, n_rows = pred.probs.shape
     loss = -np.take_along_axis(pred.log_probs, labels[None, :], axis=0)[0]  # −log q_y; = KL here
-    pred_entropy = _pred_entropy(pred)
+    pred_entropy = row_pred_entropy(pred)
     correct = argmax_hits(pred.probs, labels)
     clipped = 0
     if pred.clipped_mask is not None:
@@ -215,7 +215,7 @@ def soft_target_stats(pred: LogProbs, targets: Floats, weights: Floats | None, e
         loss_terms = np.where(positive, -targets * pred.log_probs, 0.0)
         target_entropy = -(targets * np.log(np.where(positive, targets, 1.0))).sum(axis=0)
     kl_terms = rel_entr_terms(targets, pred, eps)
-    pred_entropy = _pred_entropy(pred)
+    pred_entropy = row_pred_entropy(pred)
     pred_arg = pred.probs.argmax(axis=0)
     rows = np.arange(n_rows)
     correct = pred_arg == targets.argmax(axis=0)
@@ -238,6 +238,32 @@ def soft_target_stats(pred: LogProbs, targets: Floats, weights: Floats | None, e
         class_pred_entropy_sum=targets @ (pred_entropy * w),
         class_correct_sum=_bincount(pred_arg, targets[pred_arg, rows] * w, n_classes),
     )
+
+
+@dataclass
+class RowStats:
+    """Per-row values (nats) whose weighted means are the aggregate metrics."""
+
+    loss: Floats
+    kl: Floats
+    target_entropy: Floats
+    pred_entropy: Floats
+    correct: npt.NDArray[np.bool_]
+
+
+def row_stats(pred: LogProbs, labels: Ints | None, targets: Floats | None, eps: float) -> RowStats:
+    """H(p,q), KL(p‖q), H(p), H(q) and [argmax q = argmax p] for every row."""
+    entropy = row_pred_entropy(pred)
+    if labels is not None:
+        loss = row_losses(pred, labels, None)
+        return RowStats(loss, loss, np.zeros_like(loss), entropy, argmax_hits(pred.probs, labels))
+    assert targets is not None
+    positive = targets > 0
+    with np.errstate(invalid="ignore"):
+        target_entropy = -(targets * np.log(np.where(positive, targets, 1.0))).sum(axis=0)
+    correct = pred.probs.argmax(axis=0) == targets.argmax(axis=0)
+    return RowStats(row_losses(pred, None, targets), rel_entr_terms(targets, pred, eps).sum(axis=0),
+                    target_entropy, entropy, correct)
 
 
 def row_losses(pred: LogProbs, labels: Ints | None, targets: Floats | None) -> Floats:

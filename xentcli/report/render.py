@@ -260,3 +260,91 @@ def _extra_tables(report: Report, precision: int) -> list[RenderableType]:
         verdict = "all passed" if report.passed else "FAILED"
         out.append(table(f"Gates: {verdict}", GATE_HEADERS, _gate_rows(report, precision)))
     return out
+
+
+COMPARE_HEADERS = ["metric", "base", "new", "diff", "CI low", "CI high"]
+
+
+def _compare_rows(data: dict[str, Any], precision: int) -> list[list[str]]:
+    return [[METRIC_LABELS[key]] + [_cell(key, m[k], precision)
+                                    for k in ("base", "new", "diff", "ci_low", "ci_high")]
+            for key, m in data["metrics"].items()]
+
+
+def _compare_class_rows(data: dict[str, Any], precision: int) -> list[list[str]]:
+    return [[c["class"]] + [format_number(c[key][k], precision)
+                            for key in ("cross_entropy", "accuracy") for k in ("base", "new", "diff")]
+            for c in data["per_class"]]
+
+
+COMPARE_CLASS_HEADERS = ["class", "CE base", "CE new", "CE diff", "recall base", "recall new",
+                         "recall diff"]
+
+
+def _compare_header(data: dict[str, Any]) -> list[tuple[str, str]]:
+    boot = data["bootstrap"]
+    interval = (f"{boot['confidence']:.0%} paired bootstrap, {boot['replicates']} replicates, "
+                f"seed {boot['seed']}") if boot["replicates"] else "no bootstrap"
+    return [("base", ", ".join(data["inputs"]["base"])), ("new", ", ".join(data["inputs"]["new"])),
+            ("rows", f"{data['rows']['paired']:,} paired by {data['join']}"), ("unit", data["unit"]),
+            ("interval", interval), ("signature", data["signature"])]
+
+
+def render_compare(report: Any, fmt: str, precision: int = 4, color: bool = False) -> str:
+    """A CompareReport in any of the four formats; diff = new − base."""
+    data = report.to_dict()
+    if fmt == "json":
+        return json.dumps(data, allow_nan=False, indent=2, ensure_ascii=False) + "\n"
+    gates = [[g["expr"], format_number(g["value"], precision), format_number(g["threshold"], precision),
+              "pass" if g["passed"] else "FAIL"] for g in data["gates"]]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["scope", "class", "metric", "base", "new", "diff", "ci_low", "ci_high"])
+        for key, m in data["metrics"].items():
+            writer.writerow(["overall", "", key, *(_csv_value(m[k]) for k in
+                                                   ("base", "new", "diff", "ci_low", "ci_high"))])
+        for c in data["per_class"]:
+            for key in ("cross_entropy", "mean_pred", "accuracy"):
+                writer.writerow(["class", c["class"], key, *(_csv_value(c[key][k]) for k in
+                                                             ("base", "new", "diff")), "", ""])
+        return out.getvalue()
+    if fmt == "markdown":
+        lines = ["## xent compare", ""] + [f"- **{k}**: {_md_escape(v)}" for k, v in _compare_header(data)]
+        lines += ["", *_md_table(COMPARE_HEADERS, _compare_rows(data, precision))]
+        class_rows = _compare_class_rows(data, precision)
+        lines += ["### Per class", "", *_md_table(COMPARE_CLASS_HEADERS, class_rows)]
+        if gates:
+            lines += ["### Gates", "", *_md_table(GATE_HEADERS, gates)]
+        return "\n".join(lines)
+    return _compare_table(data, precision, color, gates)
+
+
+def _compare_table(data: dict[str, Any], precision: int, color: bool, gates: list[list[str]]) -> str:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=1000 if not color else None, color_system="auto" if color
+                      else None, force_terminal=color, highlight=False, emoji=False, markup=False)
+    header = Table(box=None, show_header=False, pad_edge=False, title="xent compare (diff = new − base)",
+                   title_justify="left", title_style="bold")
+    header.add_column(style="dim")
+    header.add_column()
+    for key, value in _compare_header(data):
+        header.add_row(key, Text(value))
+    console.print(header)
+    for title, headers, rows in (("Metrics", COMPARE_HEADERS, _compare_rows(data, precision)),
+                                 ("Per class", COMPARE_CLASS_HEADERS, _compare_class_rows(data, precision)),
+                                 ("Gates", GATE_HEADERS, gates)):
+        if not rows:
+            continue
+        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*(Text(c) for c in row), style="bold red" if row[-1] == "FAIL" else None)
+        console.print(table)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"

@@ -1,0 +1,440 @@
+"""Every input format of SPEC section 2 carries the same predictions to the same number, and the
+report formats of section 4 carry that number out.
+
+One seeded data set (a text ``label`` column and ``p_cat,p_dog,p_bird`` float64 probabilities, the
+softmax of random logits) is written by the test in every format, scored through the CLI with
+``-f json``, and checked against scikit-learn's ``log_loss`` (rtol 1e-9: same formula, another
+summation order). Formats are written by pyarrow or by hand (floats with ``repr`` so that text
+formats round-trip exactly), never by xent.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+from scipy.special import softmax
+from sklearn.metrics import log_loss
+
+from xentcli.cli import main
+
+RTOL = 1e-9  # against scikit-learn
+SAME = 1e-12  # the same data read two ways (SPEC 1: chunking changes nothing beyond 1e-12)
+CLASSES = ("cat", "dog", "bird")
+PRED_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
+N_ROWS = 90
+
+
+# --------------------------------------------------------------------------------------------
+# Running the CLI
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> Result:
+    """``xent ARGS`` in-process; ``cli.main`` ends every run in SystemExit."""
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+def run_proc(*args: object, stdin: bytes | None = None) -> Result:
+    """``python -m xentcli ARGS`` as a real process (for standard input)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update(NO_COLOR="1", PYTHONIOENCODING="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "xentcli", *map(str, args)], input=stdin,
+                          capture_output=True, timeout=60, env=env)
+    return Result(proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8"))
+
+
+def _no_constant(name: str) -> Any:
+    raise AssertionError(f"JSON holds the non-standard constant {name}")
+
+
+def load_json(text: str) -> dict[str, Any]:
+    data = json.loads(text, parse_constant=_no_constant)
+    assert isinstance(data, dict)
+    return data
+
+
+def score_json(capsys: pytest.CaptureFixture[str], *args: object) -> dict[str, Any]:
+    result = run_cli(capsys, "score", *args, "-f", "json")
+    assert result.code == 0, result.err
+    return load_json(result.out)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class Data:
+    labels: np.ndarray  # (rows,) class indices into CLASSES
+    probs: np.ndarray  # (rows, classes) float64, softmax of random logits
+
+    def table(self) -> pa.Table:
+        columns: dict[str, pa.Array] = {
+            "label": pa.array([CLASSES[k] for k in self.labels], pa.string())}
+        for k, name in enumerate(PRED_COLUMNS):
+            columns[name] = pa.array(self.probs[:, k], pa.float64())
+        return pa.table(columns)
+
+    def rows(self, start: int, stop: int) -> Data:
+        return Data(self.labels[start:stop], self.probs[start:stop])
+
+    def text(self, delimiter: str = ",") -> str:
+        lines = [delimiter.join(("label", *PRED_COLUMNS))]
+        for label, row in zip(self.labels, self.probs, strict=True):
+            lines.append(delimiter.join([CLASSES[label], *(repr(float(v)) for v in row)]))
+        return "\n".join(lines) + "\n"
+
+
+def make_data(n_rows: int = N_ROWS, seed: int = 20240601) -> Data:
+    rng = np.random.default_rng(seed)
+    probs = softmax(rng.normal(scale=2.0, size=(n_rows, len(CLASSES))), axis=1)
+    labels = rng.integers(0, len(CLASSES), size=n_rows)
+    labels[: len(CLASSES)] = np.arange(len(CLASSES))  # every class occurs
+    return Data(labels, probs)
+
+
+DATA = make_data()
+
+
+def sklearn_ce(data: Data) -> float:
+    return float(log_loss(data.labels, data.probs, labels=list(range(len(CLASSES)))))
+
+
+EXPECTED_CE = sklearn_ce(DATA)
+
+
+def numpy_class_ce(data: Data, k: int) -> float:
+    """Mean −log q_k over the rows of class k (SPEC 1 per-class cross_entropy)."""
+    rows = data.labels == k
+    return float(-np.log(data.probs[rows, k]).mean())
+
+
+def assert_matches(report: dict[str, Any], data: Data = DATA) -> None:
+    assert report["layout"]["classes"] == list(CLASSES)
+    assert report["rows"]["read"] == report["rows"]["scored"] == len(data.labels)
+    assert report["metrics"]["cross_entropy"] == pytest.approx(sklearn_ce(data), rel=RTOL)
+
+
+# --------------------------------------------------------------------------------------------
+# Writers: one per format, each by pyarrow or by hand
+
+
+def write_text(path: Path, data: Data, delimiter: str = ",",
+               opener: Callable[[Path], io.BufferedIOBase] | None = None) -> None:
+    payload = data.text(delimiter).encode("utf-8")
+    if opener is None:
+        path.write_bytes(payload)
+        return
+    with opener(path) as handle:
+        handle.write(payload)
+
+
+def _zstd(path: Path) -> Any:
+    return pa.CompressedOutputStream(str(path), "zstd")
+
+
+def write_ipc_file(path: Path, data: Data) -> None:
+    table = data.table()
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=25)
+
+
+def write_ipc_stream(path: Path, data: Data) -> None:
+    table = data.table()
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=25)
+
+
+def write_jsonl(path: Path, data: Data) -> None:
+    lines = []
+    for label, row in zip(data.labels, data.probs, strict=True):
+        record = {"label": CLASSES[label], **{c: float(v) for c, v in zip(PRED_COLUMNS, row, strict=True)}}
+        lines.append(json.dumps(record))  # json writes floats with repr: exact round trip
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+WRITERS: dict[str, Callable[[Path, Data], None]] = {
+    "preds.csv": write_text,
+    "preds.tsv": lambda p, d: write_text(p, d, "\t"),
+    "preds.csv.gz": lambda p, d: write_text(p, d, ",", lambda q: gzip.open(q, "wb")),
+    "preds.csv.zst": lambda p, d: write_text(p, d, ",", _zstd),
+    "preds.csv.bz2": lambda p, d: write_text(p, d, ",", lambda q: bz2.open(q, "wb")),
+    "preds.tsv.gz": lambda p, d: write_text(p, d, "\t", lambda q: gzip.open(q, "wb")),
+    "preds.parquet": lambda p, d: pq.write_table(d.table(), p, row_group_size=40),
+    "preds.pq": lambda p, d: pq.write_table(d.table(), p),
+    "preds.arrow": write_ipc_file,
+    "preds.feather": lambda p, d: feather.write_feather(d.table(), str(p), chunksize=30),
+    "file.ipc": write_ipc_file,
+    "stream.ipc": write_ipc_stream,
+    "stream.arrow": write_ipc_stream,
+    "preds.jsonl": write_jsonl,
+    "preds.ndjson": write_jsonl,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Every format, one number
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_every_format_gives_sklearns_cross_entropy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    path = tmp_path / name
+    WRITERS[name](path, DATA)
+    report = score_json(capsys, path)
+    assert_matches(report)
+    assert report["inputs"] == [str(path)]
+    assert report["layout"]["pred_columns"] == list(PRED_COLUMNS)
+    assert report["layout"]["label_column"] == "label"
+
+
+def test_formats_agree_on_every_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not only cross_entropy: the whole metrics block and per-class table agree across a text,
+    a columnar and a row-oriented format (1e-12), and per-class CE matches plain NumPy."""
+    reports = []
+    for name in ("preds.csv", "preds.parquet", "preds.arrow", "preds.jsonl"):
+        WRITERS[name](tmp_path / name, DATA)
+        reports.append(score_json(capsys, tmp_path / name))
+    first = reports[0]
+    for k, entry in enumerate(first["per_class"]):
+        assert entry["class"] == CLASSES[k]
+        assert entry["support"] == float((DATA.labels == k).sum())
+        assert entry["cross_entropy"] == pytest.approx(numpy_class_ce(DATA, k), rel=RTOL)
+    for other in reports[1:]:
+        for key, value in first["metrics"].items():
+            assert other["metrics"][key] == pytest.approx(value, rel=SAME), key
+        for mine, theirs in zip(first["per_class"], other["per_class"], strict=True):
+            for key, value in mine.items():
+                if isinstance(value, float):
+                    assert theirs[key] == pytest.approx(value, rel=SAME), key
+                else:
+                    assert theirs[key] == value
+
+
+def test_directory_of_parquet_files_is_one_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    bounds = [0, 25, 61, N_ROWS]  # uneven parts
+    for i in range(3):
+        pq.write_table(DATA.rows(bounds[i], bounds[i + 1]).table(), dataset / f"part-{i}.parquet")
+    report = score_json(capsys, dataset)
+    assert_matches(report)
+    assert len(report["inputs"]) == 3
+
+
+def test_several_files_are_one_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    write_text(first, DATA.rows(0, 37))
+    write_text(second, DATA.rows(37, N_ROWS))
+    report = score_json(capsys, first, second)
+    assert_matches(report)
+    assert report["inputs"] == [str(first), str(second)]
+
+
+def test_several_files_of_different_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.parquet"
+    write_text(first, DATA.rows(0, 50))
+    pq.write_table(DATA.rows(50, N_ROWS).table(), second)
+    assert_matches(score_json(capsys, first, second))
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_stdin(kind: str) -> None:
+    if kind == "csv":
+        payload = DATA.text().encode("utf-8")
+    else:
+        sink = io.BytesIO()
+        pq.write_table(DATA.table(), sink)
+        payload = sink.getvalue()
+    result = run_proc("score", "-", "-f", "json", stdin=payload)
+    assert result.code == 0, result.err
+    report = load_json(result.out)
+    assert_matches(report)
+    assert result.err == ""
+
+
+def test_input_format_overrides_the_suffix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "predictions.txt"
+    write_text(path, DATA)
+    unknown = run_cli(capsys, "score", path, "-f", "json")
+    assert unknown.code == 2, unknown.err  # cannot tell the format from .txt: a usage error
+    assert "predictions.txt" in unknown.err
+    assert_matches(score_json(capsys, path, "--input-format", "csv"))
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 1])
+def test_one_huge_row_group_read_in_small_chunks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], chunk_rows: int
+) -> None:
+    path = tmp_path / "one_group.parquet"
+    pq.write_table(DATA.table(), path, row_group_size=N_ROWS)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    whole = score_json(capsys, path)
+    chunked = score_json(capsys, path, "--chunk-rows", chunk_rows)
+    assert_matches(chunked)
+    for key, value in whole["metrics"].items():
+        assert chunked["metrics"][key] == pytest.approx(value, rel=SAME), key
+    for mine, theirs in zip(whole["per_class"], chunked["per_class"], strict=True):
+        assert theirs["cross_entropy"] == pytest.approx(mine["cross_entropy"], rel=SAME)
+
+
+def test_csv_in_small_chunks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "preds.csv"
+    write_text(path, DATA)
+    assert_matches(score_json(capsys, path, "--chunk-rows", 7))
+
+
+# --------------------------------------------------------------------------------------------
+# Files that do not belong together
+
+
+def _mismatched_second(tmp_path: Path, variant: str) -> Path:
+    path = tmp_path / "second.csv"
+    part = DATA.rows(0, 20)
+    if variant == "renamed":
+        text = part.text().replace("p_bird", "p_fish", 1)
+    elif variant == "missing":
+        lines = [",".join(line.split(",")[:3]) for line in part.text().splitlines()]
+        text = "\n".join(lines) + "\n"  # label,p_cat,p_dog only
+    else:  # an extra class column
+        lines = part.text().splitlines()
+        text = "\n".join([lines[0] + ",p_fish", *(line + ",0.0" for line in lines[1:])]) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("variant", ["renamed", "missing", "extra"])
+def test_files_with_different_columns_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], variant: str
+) -> None:
+    first = tmp_path / "first.csv"
+    write_text(first, DATA)
+    second = _mismatched_second(tmp_path, variant)
+    result = run_cli(capsys, "score", first, second, "-f", "json")
+    assert result.code == 3, result.err
+    assert result.out == ""
+    assert "first.csv" in result.err and "second.csv" in result.err
+    assert "Traceback" not in result.err
+
+
+# --------------------------------------------------------------------------------------------
+# Report formats and -o
+
+
+def _csv_value(text: str, scope: str, cls: str, metric: str) -> float:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    found = [r for r in rows if (r["scope"], r["class"], r["metric"]) == (scope, cls, metric)]
+    assert len(found) == 1, (scope, cls, metric)
+    return float(found[0]["value"])
+
+
+def test_csv_report_is_long_and_exact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "preds.csv"
+    write_text(path, DATA)
+    as_json = score_json(capsys, path)
+    result = run_cli(capsys, "score", path, "--format", "csv")
+    assert result.code == 0, result.err
+    header = result.out.splitlines()[0]
+    assert header == "scope,class,metric,value"
+    ce = _csv_value(result.out, "overall", "", "cross_entropy")
+    assert ce == as_json["metrics"]["cross_entropy"]  # the same float, not a rounded one
+    assert ce == pytest.approx(EXPECTED_CE, rel=RTOL)
+    for k, name in enumerate(CLASSES):
+        value = _csv_value(result.out, "overall", name, "cross_entropy")
+        assert value == pytest.approx(numpy_class_ce(DATA, k), rel=RTOL)
+        assert _csv_value(result.out, "overall", name, "support") == float((DATA.labels == k).sum())
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "markdown"])
+def test_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    path = tmp_path / "preds.csv"
+    write_text(path, DATA)
+    out = tmp_path / f"report.{fmt}"
+    result = run_cli(capsys, "score", path, "-f", fmt, "-o", out)
+    assert result.code == 0, result.err
+    assert result.out == ""  # the report went to the file, not to stdout
+    text = out.read_text(encoding="utf-8")
+    if fmt == "json":
+        assert load_json(text)["metrics"]["cross_entropy"] == pytest.approx(EXPECTED_CE, rel=RTOL)
+    elif fmt == "csv":
+        assert _csv_value(text, "overall", "", "cross_entropy") == pytest.approx(EXPECTED_CE, rel=RTOL)
+    else:
+        assert text.lstrip().startswith("#")
+        assert f"{EXPECTED_CE:.4f}" in text
+        assert re.search(r"^\|.*\|$", text, re.MULTILINE)  # a Markdown table
+        for name in CLASSES:
+            assert name in text
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".xent-")]  # no temporary left
+
+
+# --------------------------------------------------------------------------------------------
+# xent inspect
+
+
+def _role_line(out: str, column: str) -> str:
+    lines = [line for line in out.splitlines() if re.match(rf"\s*'?{re.escape(column)}'?\s", line)]
+    assert len(lines) == 1, (column, out)
+    return lines[0]
+
+
+def _inspect_table(data: Data) -> pa.Table:
+    notes = pa.array([f"note {i}" for i in range(len(data.labels))], pa.string())
+    return data.table().append_column("note", notes)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    data = make_data(1234, seed=7)
+    path = tmp_path / f"preds.{kind}"
+    if kind == "csv":
+        lines = [line + f",note {i - 1}" if i else line + ",note"
+                 for i, line in enumerate(data.text().splitlines())]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        pq.write_table(_inspect_table(data), path, row_group_size=500)
+    result = run_cli(capsys, "inspect", path)
+    assert result.code == 0, result.err
+    out = result.out
+    assert re.search(rf"^\s*format\s+{kind}\b", out, re.MULTILINE), out
+    assert "label" in _role_line(out, "label").split()[1:]
+    for name in PRED_COLUMNS:
+        assert "prediction" in _role_line(out, name)
+    assert "ignored" in _role_line(out, "note")
+    classes_line = next(line for line in out.splitlines() if line.strip().startswith("classes"))
+    assert all(name in classes_line for name in CLASSES)
+    rows_line = next(line for line in out.splitlines() if line.strip().startswith("rows"))
+    if kind == "parquet":  # known from the footer without reading data
+        assert re.search(r"\b1,?234\b", rows_line), rows_line

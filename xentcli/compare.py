@@ -1,0 +1,271 @@
+"""``xent compare BASE NEW``: two models' predictions for the same rows, each metric for both, the
+difference, and a paired bootstrap confidence interval of the difference.
+
+Both files are scored by the ordinary pipeline; a row sink keeps each valid row's loss, entropies
+and hit (about 60 bytes a row and file), the rows are paired by ``--id`` or by position, and the
+bootstrap resamples them. For large inputs the rows are first dealt at random into at most
+``MAX_BUCKETS`` buckets whose sums are resampled: a bucket of random rows is an i.i.d. draw, so
+this is the same bootstrap at a cost independent of the row count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from xentcli import __version__
+from xentcli.core.accumulator import UNITS
+from xentcli.core.kernels import Floats, LogProbs, row_stats
+from xentcli.errors import DataError, UsageError, escape_value
+from xentcli.pipeline import Chunk, Rows, ScoreOptions, score
+from xentcli.report.model import SCHEMA_VERSION, GateOutcome, Report
+
+MAX_BUCKETS = 4096
+# metrics with a bootstrap interval: all are ratios of per-row sums
+CI_METRICS = ("cross_entropy", "kl_divergence", "entropy_pred", "normalized_cross_entropy",
+              "perplexity", "accuracy")
+_STATS = ("loss", "kl", "pred_entropy", "correct")
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    score: ScoreOptions = field(default_factory=ScoreOptions)
+    id_column: str | None = None
+    bootstrap: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+
+    def check(self) -> None:
+        self.score.check()
+        if self.bootstrap < 0:
+            raise UsageError(f"--bootstrap {self.bootstrap}: expected a number >= 0")
+        if not 0 < self.confidence < 1:
+            raise UsageError(f"--confidence {self.confidence}: expected a number in (0, 1)")
+        if self.score.layout.multilabel:
+            raise UsageError("xent compare does not take --multilabel yet")
+
+
+@dataclass
+class RowCollector:
+    """Per-row values of one file's valid rows, in stream order."""
+
+    eps: float
+    id_column: str | None
+    parts: dict[str, list[npt.NDArray[Any]]] = field(default_factory=dict)
+
+    def __call__(self, chunk: Chunk, local: npt.NDArray[np.intp], ordinals: npt.NDArray[np.intp],
+                 pred: LogProbs, rows: Rows) -> None:
+        stats = row_stats(pred, rows.labels, rows.targets, self.eps)
+        weights = np.ones(len(ordinals)) if rows.weights is None else rows.weights
+        target = (rows.labels if rows.labels is not None
+                  else np.asarray(rows.targets).T.copy())  # (rows, classes) for soft targets
+        values: dict[str, npt.NDArray[Any]] = {
+            "loss": stats.loss, "kl": stats.kl, "pred_entropy": stats.pred_entropy,
+            "correct": stats.correct.astype(np.float64), "target_entropy": stats.target_entropy,
+            "weight": weights, "target": target, "key": self._keys(chunk, local, ordinals),
+        }
+        for name, value in values.items():
+            self.parts.setdefault(name, []).append(value)
+
+    def _keys(self, chunk: Chunk, local: npt.NDArray[np.intp], ordinals: npt.NDArray[np.intp],
+              ) -> npt.NDArray[Any]:
+        """Row ordinals (pairing by position), or the --id values as text."""
+        if self.id_column is None:
+            return ordinals
+        ids = chunk.batch.column(self.id_column).to_pylist()
+        return np.array([str(ids[int(i)]) for i in local], dtype=object)
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        return {name: np.concatenate(parts) for name, parts in self.parts.items()}
+
+
+def _pair(base: dict[str, npt.NDArray[Any]], new: dict[str, npt.NDArray[Any]], join: str,
+          names: tuple[str, str]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Indices into base and new that put the same rows side by side; every row must pair."""
+    base_keys, new_keys = base["key"], new["key"]
+    if len(np.unique(base_keys)) != len(base_keys) or len(np.unique(new_keys)) != len(new_keys):
+        raise DataError(f"{join} is not unique within a file", "pair rows by a column with one value per row")
+    base_order, new_order = np.argsort(base_keys, kind="stable"), np.argsort(new_keys, kind="stable")
+    if len(base_keys) != len(new_keys) or not np.array_equal(base_keys[base_order], new_keys[new_order]):
+        missing = np.setdiff1d(base_keys, new_keys)
+        extra = np.setdiff1d(new_keys, base_keys)
+        where = (f"{names[0]} has {len(missing)} row(s) that {names[1]} lacks"
+                 + (f", first {escape_value(missing[0])}" if len(missing) else "")
+                 + f"; {names[1]} has {len(extra)} that {names[0]} lacks"
+                 + (f", first {escape_value(extra[0])}" if len(extra) else ""))
+        raise DataError(f"the rows don't line up ({join}): {where}",
+                        "compare predictions for the same rows; pass --id COL to pair by a row id")
+    if not np.array_equal(base["target"][base_order], new["target"][new_order]):
+        raise DataError(f"the paired rows have different labels or targets ({join})",
+                        "both files must hold the same rows; pair them with --id COL")
+    return base_order, new_order
+
+
+def _ratio_metrics(sums: Floats, prior: Floats) -> dict[str, Floats]:
+    """Metrics from summed per-row stats; sums[..., j] follows _STATS, then the weight sum."""
+    weight = sums[..., -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {name: sums[..., j] / weight for j, name in enumerate(_STATS)}
+        out["accuracy"] = out.pop("correct")
+        out["cross_entropy"] = out.pop("loss")
+        out["kl_divergence"] = out.pop("kl")
+        out["entropy_pred"] = out.pop("pred_entropy")
+        out["normalized_cross_entropy"] = np.where(prior > 0, out["cross_entropy"] / prior, np.nan)
+        out["perplexity"] = np.exp(out["cross_entropy"])
+    return out
+
+
+def _entropy_rows(distribution: Floats) -> Floats:
+    """H of each row of (replicates, classes) unnormalised class weights."""
+    total = distribution.sum(axis=-1, keepdims=True)
+    p = np.where(total > 0, distribution / np.where(total > 0, total, 1), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
+
+
+def bootstrap_diffs(base: dict[str, Floats], new: dict[str, Floats], n_classes: int,
+                    replicates: int, seed: int) -> dict[str, Floats]:
+    """(new − base) of each CI metric in every paired bootstrap replicate (nats)."""
+    rng = np.random.default_rng(seed)
+    n_rows = len(base["loss"])
+    buckets = min(n_rows, MAX_BUCKETS)
+    bucket = np.arange(n_rows) if buckets == n_rows else rng.integers(0, buckets, n_rows)
+    weight = base["weight"]
+    targets = base["target"]
+    class_weight = (np.eye(n_classes)[targets] if targets.ndim == 1 else targets) * weight[:, None]
+
+    def bucket_sums(values: dict[str, Floats]) -> Floats:
+        columns = [np.bincount(bucket, values[s] * weight, buckets) for s in _STATS]
+        return np.stack([*columns, np.bincount(bucket, weight, buckets)], axis=1)
+
+    support = np.stack([np.bincount(bucket, class_weight[:, k], buckets) for k in range(n_classes)], axis=1)
+    counts = rng.multinomial(buckets, np.full(buckets, 1.0 / buckets), size=replicates).astype(np.float64)
+    prior = _entropy_rows(counts @ support)
+    base_metrics = _ratio_metrics(counts @ bucket_sums(base), prior)
+    new_metrics = _ratio_metrics(counts @ bucket_sums(new), prior)
+    return {k: new_metrics[k] - base_metrics[k] for k in CI_METRICS}
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    base: float | None
+    new: float | None
+    diff: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    base: Report
+    new: Report
+    join: str
+    paired_rows: int
+    bootstrap: int
+    seed: int
+    confidence: float
+    metrics: dict[str, MetricComparison]
+    per_class: list[dict[str, Any]]
+    gates: Sequence[GateOutcome] = ()
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def with_gates(self, gates: Sequence[GateOutcome]) -> CompareReport:
+        return replace(self, gates=tuple(gates))
+
+    def gate_view(self) -> dict[str, Any]:
+        """What --fail-if sees: the differences, shaped like a score report."""
+        return {"metrics": {k: m.diff for k, m in self.metrics.items()},
+                "per_class": [{"class": c["class"], **{k: v["diff"] for k, v in c.items() if k != "class"}}
+                              for c in self.per_class], "groups": []}
+
+    def to_dict(self) -> dict[str, Any]:
+        from xentcli.report.model import finite_or_none
+
+        def clean(m: MetricComparison) -> dict[str, float | None]:
+            return {k: finite_or_none(getattr(m, k)) for k in ("base", "new", "diff", "ci_low", "ci_high")}
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "xent_version": __version__,
+            "kind": "compare",
+            "signature": self.base.signature,
+            "inputs": {"base": list(self.base.inputs), "new": list(self.new.inputs)},
+            "unit": self.base.unit,
+            "join": self.join,
+            "rows": {"paired": self.paired_rows},
+            "bootstrap": {"replicates": self.bootstrap, "seed": self.seed, "confidence": self.confidence},
+            "metrics": {k: clean(m) for k, m in self.metrics.items()},
+            "per_class": [{"class": c["class"], **{k: {kk: finite_or_none(vv) for kk, vv in v.items()}
+                                                   for k, v in c.items() if k != "class"}}
+                          for c in self.per_class],
+            "base": self.base.to_dict(),
+            "new": self.new.to_dict(),
+            "gates": [g.to_dict() for g in self.gates],
+            "passed": self.passed,
+        }
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return None
+    return b - a
+
+
+def compare(base_paths: Sequence[str], new_paths: Sequence[str], options: CompareOptions) -> CompareReport:
+    """Score both inputs, pair their rows and bootstrap the differences."""
+    options.check()
+    collected = []
+    reports = []
+    for paths in (base_paths, new_paths):
+        collector = RowCollector(options.score.eps, options.id_column)
+        score_options = options.score
+        if options.id_column is not None:
+            score_options = replace(score_options, layout=replace(score_options.layout, id=options.id_column))
+        reports.append(score(paths, score_options, row_sink=collector))
+        collected.append(collector.arrays())
+    base, new = collected
+    join = f"id:{options.id_column}" if options.id_column else "row order"
+    base_order, new_order = _pair(base, new, join, (", ".join(base_paths), ", ".join(new_paths)))
+    base = {k: v[base_order] for k, v in base.items()}
+    new = {k: v[new_order] for k, v in new.items()}
+    if reports[0].classes != reports[1].classes:
+        raise DataError("the two inputs have different classes", "compare predictions of the same task")
+    return _assemble(reports[0], reports[1], base, new, options, join)
+
+
+def _assemble(base_report: Report, new_report: Report, base: dict[str, Floats], new: dict[str, Floats],
+              options: CompareOptions, join: str) -> CompareReport:
+    unit = 1.0 if options.score.base == "e" else math.log(float(options.score.base))
+    diffs = (bootstrap_diffs(base, new, len(base_report.classes), options.bootstrap, options.seed)
+             if options.bootstrap > 0 else {})
+    alpha = (1 - options.confidence) / 2
+    metrics: dict[str, MetricComparison] = {}
+    for key in ("cross_entropy", "entropy_target", "kl_divergence", "entropy_pred", "prior_entropy",
+                "normalized_cross_entropy", "perplexity", "accuracy", "weight_sum"):
+        a, b = getattr(base_report.scores, key), getattr(new_report.scores, key)
+        low = high = None
+        if key in diffs:
+            sample = diffs[key][np.isfinite(diffs[key])]
+            if sample.size:
+                scale = unit if key in ("cross_entropy", "kl_divergence", "entropy_pred") else 1.0
+                low, high = (float(np.quantile(sample, q)) / scale for q in (alpha, 1 - alpha))
+        metrics[key] = MetricComparison(a, b, _diff(a, b), low, high)
+    per_class = [{"class": name, **{k: {"base": getattr(ca, k), "new": getattr(cb, k),
+                                        "diff": _diff(getattr(ca, k), getattr(cb, k))}
+                                    for k in ("cross_entropy", "mean_pred", "accuracy")}}
+                 for name, ca, cb in zip(base_report.classes, base_report.scores.per_class,
+                                         new_report.scores.per_class, strict=True)]
+    return CompareReport(base_report, new_report, join, len(base["loss"]), options.bootstrap,
+                         options.seed, options.confidence, metrics, per_class)
+
+
+def unit_of(options: CompareOptions) -> str:
+    return UNITS[options.score.base]
