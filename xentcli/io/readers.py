@@ -96,6 +96,14 @@ def _open_ipc(source: Source) -> pa.ipc.RecordBatchFileReader | pa.ipc.RecordBat
         return pa.ipc.open_stream(pa.memory_map(source.path))
 
 
+def _ipc_batches(
+    reader: pa.ipc.RecordBatchFileReader | pa.ipc.RecordBatchStreamReader,
+) -> Iterator[pa.RecordBatch]:
+    if isinstance(reader, pa.ipc.RecordBatchFileReader):
+        return (reader.get_batch(i) for i in range(reader.num_record_batches))
+    return iter(reader)
+
+
 def read_schema(source: Source) -> pa.Schema:
     """The file's columns and types (for CSV: as inferred from its first block)."""
     try:
@@ -169,7 +177,7 @@ def iter_batches(
         parquet = _check_parquet_footer(source, dictionary_columns)
         batches = parquet.iter_batches(batch_size=chunk_rows, columns=list(columns), use_threads=True)
     elif source.format == "arrow":
-        batches = (b.select(list(columns)) for b in _open_ipc(source))
+        batches = (b.select(list(columns)) for b in _ipc_batches(_open_ipc(source)))
     else:
         read = pajson.ReadOptions(block_size=CSV_BLOCK_BYTES)
         batches = (b.select(list(columns)) for b in pajson.open_json(source.path, read_options=read))
