@@ -231,8 +231,8 @@ def _write(text: str, output: str | None) -> None:
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
-        except BrokenPipeError:
-            _quiet_broken_pipe()
+        except BrokenPipeError:  # the reader went away: end quietly, gates still set the exit code
+            _silence_stdout()
     else:
         write_atomically(output, text)
 
@@ -335,10 +335,14 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def _quiet_broken_pipe() -> NoReturn:
+def _silence_stdout() -> None:
     # Python flushes stdout at exit; point it at /dev/null so that flush cannot fail again.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    _silence_stdout()
     raise SystemExit(0)
 
 

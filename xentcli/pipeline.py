@@ -139,6 +139,7 @@ class Run:
     progress: Callable[[int, int | None], None] | None = None
     total_rows: int | None = None  # for the progress bar, when metadata knows it
     row_sink: RowSink | None = None
+    ragged_rows: dict[str, list[int]] = field(default_factory=dict)  # file → data rows dropped
 
     def new_accumulator(self) -> AnyAccumulator:
         scale = cast(Scale, self.layout.scale)
@@ -186,7 +187,7 @@ def _read_ahead(items: Iterator[Chunk]) -> Iterator[Chunk]:
 def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.RaggedRows) -> Iterator[Chunk]:
     layout = run.layout
     if text_mode:
-        batches = readers.iter_csv_text(source, layout.columns, run.options.chunk_rows)
+        batches = readers.iter_csv_text(source, layout.columns, run.options.chunk_rows, ragged)
     else:
         batches = readers.iter_batches(source, layout.columns, layout.csv_types(),
                                        run.options.chunk_rows, ragged, layout.key_columns)
@@ -392,15 +393,38 @@ def _merged(total: AnyAccumulator, part: AnyAccumulator) -> AnyAccumulator:
     raise TypeError("cannot merge accumulators of different kinds")
 
 
+def true_row(row: int, dropped: Sequence[int]) -> int:
+    """The file's data row of the ``row``-th row that survived parsing, given the sorted data
+    rows that the parser ``dropped``."""
+    for gone in dropped:
+        if gone <= row:
+            row += 1
+        else:
+            break
+    return row
+
+
+def _renumber(run: Run) -> None:
+    """Problems and worst rows of files with ragged rows: back to the file's own row numbers."""
+    def fix(source_name: str, row: int) -> int:
+        return true_row(row, run.ragged_rows.get(source_name, ()))
+
+    run.problems.shown = [(s, p if p.reason == "ragged_row" else replace(
+        p, row=fix(s.name, p.row), line=None if p.line is None else fix(s.name, p.row) + 1))
+        for s, p in run.problems.shown]
+    run.worst = [(loss, seq, replace(w, row=fix(w.file, w.row))) for loss, seq, w in run.worst]
+
+
 def _add_ragged(run: Run, source: Source, ragged: readers.RaggedRows) -> None:
     if not ragged.count:
         return
     run.problems.add({"ragged_row": ragged.count})
     run.rows_read += ragged.count
-    shown = ragged.rows
-    if any(line is None for line, *_ in shown):
-        shown = readers.locate_ragged(source)
-    for line, want, got, text in shown[: MAX_PROBLEMS_SHOWN - len(run.problems.shown)]:
+    if not ragged.located:
+        ragged = readers.locate_ragged(source)
+    # pyarrow drops a ragged row, so later rows arrive numbered one lower: remember where they were
+    run.ragged_rows[source.name] = sorted(line - 1 for line in ragged.lines if line is not None)
+    for line, want, got, text in ragged.rows[: MAX_PROBLEMS_SHOWN - len(run.problems.shown)]:
         row = line - 1 if line is not None else 0
         problem = CellProblem(row, "(whole row)", escape_value(text), "ragged_row",
                               f"{want} fields, got {got}", line)
@@ -524,7 +548,13 @@ def _quote_as_written(shown: list[tuple[Source, CellProblem]], chunk_rows: int,
 def _report(run: Run, sources: Sequence[Source]) -> Report:
     if run.problems.count and run.options.on_invalid == "error":
         run.problems.shown = _quote_as_written(run.problems.shown, run.options.chunk_rows)
+        if run.ragged_rows:
+            _renumber(run)
+        order = {s.name: i for i, s in enumerate(sources)}
+        run.problems.shown.sort(key=lambda item: (order.get(item[0].name, 0), item[1].row))
         raise run.problems.error()
+    if run.ragged_rows:
+        _renumber(run)
     if run.rows_read == 0:
         raise DataError(f"{', '.join(s.name for s in sources)}: no data rows (empty or header only)",
                         "the input holds no predictions to score")

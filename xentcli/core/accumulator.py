@@ -168,7 +168,7 @@ def entropy_of(distribution: Floats) -> float:
     if total <= 0:
         return 0.0
     p = distribution[distribution > 0] / total
-    return float(-(p * np.log(p)).sum())
+    return max(float(-(p * np.log(p)).sum()), 0.0)  # a single class gives -0.0
 
 
 def finalize_stats(stats: ChunkStats, base: str = "e") -> Scores:

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -17,6 +18,7 @@ from xentcli.errors import DataError, escape_value
 from xentcli.io.sources import Source
 
 CSV_BLOCK_BYTES = 4 << 20
+CSV_RANGE_BYTES = 8 << 20  # a piece of an uncompressed CSV parsed by one thread
 PARQUET_BUFFER_BYTES = 1 << 20
 # A footer larger than this (or than the file) is refused before any data is read.
 MAX_FOOTER_BYTES = 256 << 20
@@ -28,14 +30,20 @@ class RaggedRows:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     rows: list[tuple[int | None, int, int, str]] = field(default_factory=list)  # line, want, got, text
+    lines: list[int | None] = field(default_factory=list)  # every one's line (None: unknown)
     count: int = 0
 
     def handler(self, row: pacsv.InvalidRow) -> str:
         with self.lock:
             self.count += 1
+            self.lines.append(row.number)
             if len(self.rows) < 5:
                 self.rows.append((row.number, row.expected_columns, row.actual_columns, row.text))
         return "skip"
+
+    @property
+    def located(self) -> bool:
+        return None not in self.lines
 
 
 def _csv_parse_options(source: Source, ragged: RaggedRows | None = None) -> pacsv.ParseOptions:
@@ -52,16 +60,79 @@ def _open_csv(
     use_threads: bool = True,
 ) -> pacsv.CSVStreamingReader:
     stream = pa.input_stream(source.path, compression="detect")
-    convert = pacsv.ConvertOptions(
+    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=use_threads)
+    return pacsv.open_csv(stream, read_options=read, parse_options=_csv_parse_options(source, ragged),
+                          convert_options=_csv_convert(column_types, columns))
+
+
+def _csv_convert(column_types: dict[str, pa.DataType] | None, columns: Sequence[str] | None,
+                 ) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
         column_types=column_types or {},
         include_columns=list(columns) if columns is not None else [],
         null_values=[""],  # "NA", "nan", "null" stay what they are: a label, NaN, a bad number
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
-    read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=use_threads)
-    return pacsv.open_csv(stream, read_options=read, parse_options=_csv_parse_options(source, ragged),
-                          convert_options=convert)
+
+
+def _line_ranges(path: str, start: int, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) pieces of about ``size`` bytes from ``start``, each ending at a newline."""
+    end = os.path.getsize(path)
+    with open(path, "rb") as f:
+        while start < end:
+            cut = min(start + size, end)
+            while cut < end:
+                f.seek(cut)
+                window = f.read(1 << 16)
+                newline = window.find(b"\n")
+                if newline >= 0:
+                    cut += newline + 1
+                    break
+                cut += len(window)
+            yield start, cut - start
+            start = cut
+
+
+def _read_range(path: str, piece: tuple[int, int]) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(piece[0])
+        return f.read(piece[1])
+
+
+def _parallel_csv(
+    source: Source,
+    column_types: dict[str, pa.DataType],
+    columns: Sequence[str],
+    ragged: RaggedRows,
+) -> Iterator[pa.RecordBatch]:
+    """An uncompressed CSV parsed as byte ranges split at line ends, two at a time on a thread pool,
+    yielded in file order (a streaming reader parses serially). Like pyarrow's own block
+    splitting, this assumes no newline inside a quoted value. Ragged rows are counted here; their
+    line numbers are found afterwards by a serial pass (see ``locate_ragged``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = read_schema(source).names
+    with open(source.path, "rb") as f:
+        header_end = f.read(1 << 20).find(b"\n") + 1
+    if header_end <= 0:
+        return
+    read = pacsv.ReadOptions(column_names=names, use_threads=False)
+    parse = _csv_parse_options(source, ragged)
+    convert = _csv_convert(column_types, columns)
+
+    def parse_range(piece: tuple[int, int]) -> pa.Table:
+        return pacsv.read_csv(pa.BufferReader(_read_range(source.path, piece)), read_options=read,
+                              parse_options=parse, convert_options=convert)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xent-csv") as pool:
+        pending: list[Any] = []
+        for piece in _line_ranges(source.path, header_end, CSV_RANGE_BYTES):
+            pending.append(pool.submit(parse_range, piece))
+            if len(pending) > 2:
+                yield from pending.pop(0).result().to_batches()
+        for future in pending:
+            yield from future.result().to_batches()
 
 
 def _check_parquet_footer(source: Source, dictionary_columns: Sequence[str] = ()) -> pq.ParquetFile:
@@ -125,13 +196,13 @@ def is_header_only(source: Source) -> bool:
     return all(batch.num_rows == 0 for batch in _open_csv(source, None, None, RaggedRows()))
 
 
-def locate_ragged(source: Source) -> list[tuple[int | None, int, int, str]]:
+def locate_ragged(source: Source) -> RaggedRows:
     """Parse serially to learn the line numbers of rows with the wrong number of fields (a
     threaded parse does not know them)."""
     ragged = RaggedRows()
     for _ in _open_csv(source, None, None, ragged, use_threads=False):
         pass
-    return ragged.rows
+    return ragged
 
 
 def count_rows(source: Source) -> int | None:
@@ -158,6 +229,15 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
                      "(or pass --input-format)")
 
 
+def _splittable(source: Source) -> bool:
+    """Large enough to be worth parallel parsing, and plain bytes on disk (not compressed)."""
+    from xentcli.io.sources import COMPRESSIONS
+
+    if source.path.lower().endswith(COMPRESSIONS):
+        return False
+    return os.path.getsize(source.path) > 2 * CSV_RANGE_BYTES
+
+
 def iter_batches(
     source: Source,
     columns: Sequence[str],
@@ -170,9 +250,10 @@ def iter_batches(
     fixes how cells convert; other formats keep their own types. Parquet text columns named in
     ``dictionary_columns`` arrive dictionary-encoded, as stored: labels are then mapped once per
     distinct value instead of once per row."""
-    if source.format in ("csv", "tsv"):
-        reader = _open_csv(source, column_types, columns, ragged)
-        batches: Iterator[pa.RecordBatch] = iter(reader)
+    if source.format in ("csv", "tsv") and _splittable(source):
+        batches: Iterator[pa.RecordBatch] = _parallel_csv(source, column_types, columns, ragged)
+    elif source.format in ("csv", "tsv"):
+        batches = iter(_open_csv(source, column_types, columns, ragged))
     elif source.format == "parquet":
         parquet = _check_parquet_footer(source, dictionary_columns)
         batches = parquet.iter_batches(batch_size=chunk_rows, columns=list(columns), use_threads=True)
@@ -186,10 +267,11 @@ def iter_batches(
             yield batch.slice(start, chunk_rows)
 
 
-def iter_csv_text(source: Source, columns: Sequence[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def iter_csv_text(source: Source, columns: Sequence[str], chunk_rows: int,
+                  ragged: RaggedRows | None = None) -> Iterator[pa.RecordBatch]:
     """The named columns of a CSV as raw text, serially: the slow path that locates a cell that
     the typed read refused (pyarrow's own conversion errors name no row)."""
-    reader = _open_csv(source, {c: pa.string() for c in columns}, columns, RaggedRows(),
+    reader = _open_csv(source, {c: pa.string() for c in columns}, columns, ragged or RaggedRows(),
                        use_threads=False)
     for batch in reader:
         for start in range(0, batch.num_rows, chunk_rows):
