@@ -29,9 +29,12 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.special import softmax
 from sklearn.metrics import log_loss
 
+from xentcli import ScoreOptions, score
 from xentcli.cli import main
 
 RTOL = 1e-9  # against scikit-learn
@@ -149,18 +152,18 @@ def assert_matches(report: dict[str, Any], data: Data = DATA) -> None:
 # Writers: one per format, each by pyarrow or by hand
 
 
-def write_text(path: Path, data: Data, delimiter: str = ",",
-               opener: Callable[[Path], io.BufferedIOBase] | None = None) -> None:
-    payload = data.text(delimiter).encode("utf-8")
-    if opener is None:
-        path.write_bytes(payload)
-        return
-    with opener(path) as handle:
-        handle.write(payload)
+def _compress(payload: bytes, compression: str | None) -> bytes:
+    if compression == "gzip":
+        return gzip.compress(payload)
+    if compression == "bz2":
+        return bz2.compress(payload)
+    if compression == "zstd":
+        return bytes(pa.compress(payload, codec="zstd", asbytes=True))
+    return payload
 
 
-def _zstd(path: Path) -> Any:
-    return pa.CompressedOutputStream(str(path), "zstd")
+def write_text(path: Path, data: Data, delimiter: str = ",", compression: str | None = None) -> None:
+    path.write_bytes(_compress(data.text(delimiter).encode("utf-8"), compression))
 
 
 def write_ipc_file(path: Path, data: Data) -> None:
@@ -186,10 +189,10 @@ def write_jsonl(path: Path, data: Data) -> None:
 WRITERS: dict[str, Callable[[Path, Data], None]] = {
     "preds.csv": write_text,
     "preds.tsv": lambda p, d: write_text(p, d, "\t"),
-    "preds.csv.gz": lambda p, d: write_text(p, d, ",", lambda q: gzip.open(q, "wb")),
-    "preds.csv.zst": lambda p, d: write_text(p, d, ",", _zstd),
-    "preds.csv.bz2": lambda p, d: write_text(p, d, ",", lambda q: bz2.open(q, "wb")),
-    "preds.tsv.gz": lambda p, d: write_text(p, d, "\t", lambda q: gzip.open(q, "wb")),
+    "preds.csv.gz": lambda p, d: write_text(p, d, ",", "gzip"),
+    "preds.csv.zst": lambda p, d: write_text(p, d, ",", "zstd"),
+    "preds.csv.bz2": lambda p, d: write_text(p, d, ",", "bz2"),
+    "preds.tsv.gz": lambda p, d: write_text(p, d, "\t", "gzip"),
     "preds.parquet": lambda p, d: pq.write_table(d.table(), p, row_group_size=40),
     "preds.pq": lambda p, d: pq.write_table(d.table(), p),
     "preds.arrow": write_ipc_file,
@@ -271,14 +274,24 @@ def test_several_files_of_different_formats(tmp_path: Path, capsys: pytest.Captu
     assert_matches(score_json(capsys, first, second))
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_stdin(kind: str) -> None:
+def _stdin_payload(kind: str) -> bytes:
     if kind == "csv":
-        payload = DATA.text().encode("utf-8")
+        return DATA.text().encode("utf-8")
+    sink = io.BytesIO()
+    table = DATA.table()
+    if kind == "parquet":
+        pq.write_table(table, sink, row_group_size=40)
     else:
-        sink = io.BytesIO()
-        pq.write_table(DATA.table(), sink)
-        payload = sink.getvalue()
+        new_writer = pa.ipc.new_file if kind == "arrow-file" else pa.ipc.new_stream
+        with new_writer(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=25)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "arrow-file", "arrow-stream"])
+def test_stdin(kind: str) -> None:
+    """Standard input is sniffed: Parquet and Arrow by their magic bytes, else CSV."""
+    payload = _stdin_payload(kind)
     result = run_proc("score", "-", "-f", "json", stdin=payload)
     assert result.code == 0, result.err
     report = load_json(result.out)
@@ -311,10 +324,57 @@ def test_one_huge_row_group_read_in_small_chunks(
         assert theirs["cross_entropy"] == pytest.approx(mine["cross_entropy"], rel=SAME)
 
 
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """DATA in four formats, written once for the property test below."""
+    folder = tmp_path_factory.mktemp("chunks")
+    paths = {name: folder / name for name in ("preds.csv", "preds.parquet", "preds.arrow", "preds.jsonl")}
+    for name, path in paths.items():
+        WRITERS[name](path, DATA)
+    return paths
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunk_rows=st.integers(min_value=1, max_value=N_ROWS + 5),
+       name=st.sampled_from(["preds.csv", "preds.parquet", "preds.arrow", "preds.jsonl"]))
+def test_numbers_do_not_depend_on_chunk_size(written: dict[str, Path], chunk_rows: int, name: str) -> None:
+    report = score([str(written[name])], ScoreOptions(chunk_rows=chunk_rows)).to_dict()
+    assert report["metrics"]["cross_entropy"] == pytest.approx(EXPECTED_CE, rel=RTOL)
+    for k, entry in enumerate(report["per_class"]):
+        assert entry["cross_entropy"] == pytest.approx(numpy_class_ce(DATA, k), rel=RTOL)
+
+
 def test_csv_in_small_chunks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "preds.csv"
     write_text(path, DATA)
     assert_matches(score_json(capsys, path, "--chunk-rows", 7))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_labels_that_look_missing_are_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    """SPEC 2: labels are read as written; NA, null and nan are class names, never missing."""
+    names = ("NA", "null", "nan")
+    probs = np.array([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    labels = [0, 1, 2, 0]
+    path = tmp_path / f"na.{suffix}"
+    columns = {"label": [names[k] for k in labels], **{f"p_{n}": probs[:, k] for k, n in enumerate(names)}}
+    if suffix == "parquet":
+        pq.write_table(pa.table(columns), path)
+    elif suffix == "jsonl":
+        records = [{c: (v[i] if isinstance(v[i], str) else float(v[i])) for c, v in columns.items()}
+                   for i in range(len(labels))]
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    else:
+        lines = [",".join(columns)] + [",".join([names[k], *map(repr, map(float, row))])
+                                       for k, row in zip(labels, probs, strict=True)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = score_json(capsys, path)
+    assert report["layout"]["classes"] == list(names)
+    assert report["rows"]["scored"] == 4
+    assert report["metrics"]["cross_entropy"] == pytest.approx(
+        float(log_loss(labels, probs, labels=[0, 1, 2])), rel=RTOL)
 
 
 # --------------------------------------------------------------------------------------------

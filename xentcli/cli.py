@@ -134,7 +134,7 @@ def _options(**kw: object) -> ScoreOptions:
     )
 
 
-@app.command()
+@app.command(epilog="Not available yet: --engine dask and --scheduler (distributed scoring); score runs on one machine, in bounded memory, on two threads.")
 def score(
     files: Files,
     format: FormatOpt = OutputFormat.table,
