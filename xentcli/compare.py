@@ -19,7 +19,6 @@ import numpy as np
 import numpy.typing as npt
 
 from xentcli import __version__
-from xentcli.core.accumulator import UNITS
 from xentcli.core.kernels import Floats, LogProbs, row_stats
 from xentcli.errors import DataError, UsageError, escape_value
 from xentcli.pipeline import Chunk, Rows, ScoreOptions, score
@@ -266,6 +265,3 @@ def _assemble(base_report: Report, new_report: Report, base: dict[str, Floats], 
     return CompareReport(base_report, new_report, join, len(base["loss"]), options.bootstrap,
                          options.seed, options.confidence, metrics, per_class)
 
-
-def unit_of(options: CompareOptions) -> str:
-    return UNITS[options.score.base]

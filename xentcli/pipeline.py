@@ -261,7 +261,7 @@ def _record_problems(run: Run, chunk: Chunk, codes: validate.Codes) -> None:
     run.problems.add(validate.reason_counts(codes))
     room = MAX_PROBLEMS_SHOWN - len(run.problems.shown)
     for row in np.flatnonzero(codes)[: max(room, 0)]:
-        problem = describe_problem(run.layout, chunk, int(row), int(codes[row]))
+        problem = describe_problem(run.layout, chunk, int(row), int(codes[row]), run.options.renormalize)
         run.problems.shown.append((chunk.source, problem))
 
 
@@ -270,7 +270,7 @@ def _cell_text(batch: pa.RecordBatch, column: str, row: int) -> str:
     return "null" if value is None else escape_value(value if isinstance(value, str) else repr(value))
 
 
-def _bad_cell(code: int, value: Any) -> bool:
+def _bad_cell(code: int, value: Any, top: float) -> bool:
     """Does this raw cell explain reason ``code``?"""
     if code == validate.NULL:
         return value is None
@@ -282,12 +282,16 @@ def _bad_cell(code: int, value: Any) -> bool:
         return code == validate.NOT_A_NUMBER
     if code == validate.NOT_FINITE:
         return not math.isfinite(number)
-    return code == validate.OUT_OF_RANGE and not 0 <= number <= 1
+    return code == validate.OUT_OF_RANGE and not 0 <= number <= top
 
 
-def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int) -> CellProblem:
+def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormalize: bool = False,
+                     ) -> CellProblem:
     """Locate a bad row's reason in a column and quote the cell as it was in the file."""
     reason, expected = validate.REASONS[code]
+    top = validate.top_value(validate.Tolerance(renormalize=renormalize))
+    if code == validate.OUT_OF_RANGE and renormalize:
+        expected = "a finite score >= 0 (rows are renormalized)"
     file_row = chunk.first_row + row
     line = file_row + 1 if chunk.source.format in ("csv", "tsv") else None
     batch = chunk.batch
@@ -300,7 +304,7 @@ def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int) -> CellP
     else:
         candidates = [*layout.pred_columns, *(layout.target_columns or ())]
         column = next((c for c in candidates if not layout.pred_is_list
-                       and _bad_cell(code, batch.column(c)[row].as_py())), candidates[0])
+                       and _bad_cell(code, batch.column(c)[row].as_py(), top)), candidates[0])
         if code == validate.SUM_OFF:
             total = float(chunk.decoded.preds[:, row].sum()) if not layout.binary else math.nan
             column = ",".join(layout.pred_columns) if len(layout.pred_columns) < 6 else column

@@ -37,14 +37,20 @@ class Tolerance:
     check_sums: bool = True  # False for multilabel: each column is its own Bernoulli
 
 
+def top_value(tol: Tolerance) -> float:
+    """The largest value allowed: 1, or any finite size when rows are renormalised (scores)."""
+    return float(np.finfo(np.float64).max) if tol.renormalize else 1.0
+
+
 def _row_ok(values: Floats, is_prob: bool, tol: Tolerance) -> Mask:
     """Rows that pass every check (the fast path: two whole-block reductions and a row sum)."""
     if not is_prob:
         return np.asarray(np.isfinite(values).all(axis=0))
-    if values.size and values.min() >= 0 and values.max() <= 1:  # NaN fails both
+    top = top_value(tol)
+    if values.size and values.min() >= 0 and values.max() <= top:  # NaN fails both
         ok = np.ones(values.shape[1], dtype=bool)
     else:
-        ok = np.asarray((values.min(axis=0) >= 0) & (values.max(axis=0) <= 1))
+        ok = np.asarray((values.min(axis=0) >= 0) & (values.max(axis=0) <= top))
     if tol.check_sums:
         sums = values.sum(axis=0)
         ok &= (sums > 0) if tol.renormalize else (np.abs(sums - 1.0) <= tol.sum_tol)
@@ -65,7 +71,7 @@ def _distribution_codes(
     bad = np.flatnonzero(~ok)
     sub = values[:, bad]
     finite = np.isfinite(sub).all(axis=0)
-    in_range = ((sub >= 0) & (sub <= 1)).all(axis=0) if is_prob else finite
+    in_range = ((sub >= 0) & (sub <= top_value(tol))).all(axis=0) if is_prob else finite
     codes[bad] = np.where(finite, np.where(in_range, SUM_OFF, OUT_OF_RANGE), NOT_FINITE)
     if null_rows is not None:
         codes[null_rows] = NULL

@@ -273,6 +273,8 @@ def _finish_layout(
     reasons: dict[str, tuple[str, str]],
 ) -> Layout:
     label_kind = _label_kind(schema.field(label).type) if label is not None else "text"
+    if request.classes is not None and not pred_is_list and len(preds) > 1:
+        preds, target_columns = _in_class_order(request.classes, preds, target_columns)
     if request.multilabel and target_columns is None:
         raise UsageError("--multilabel needs --target COLS: the 0/1 column of each label",
                          "e.g. --multilabel --target 'y_*' --pred 'p_*'")
@@ -311,6 +313,20 @@ def _class_origin(request: LayoutRequest, binary: bool, pred_is_list: bool,
     if pred_is_list:
         return "positions 0..K-1 of the list column (name them with --classes)"
     return "from the prediction column names, any shared prefix stripped"
+
+
+def _in_class_order(classes: Sequence[str], preds: list[str], targets: tuple[str, ...] | None,
+                    ) -> tuple[list[str], tuple[str, ...] | None]:
+    """Wide columns reordered so that column k holds class ``classes[k]``: --classes fixes the
+    order, matching each name to a column by its class part (never renaming by position)."""
+    names = strip_shared_prefix(preds)[1]
+    if len(classes) != len(preds) or sorted(classes) != sorted(names):
+        raise DataError(f"--classes {','.join(classes)} does not match the prediction columns' classes "
+                        f"({', '.join(names)})",
+                        "for one column per class, --classes lists those classes in the order you "
+                        "want (to rename classes, rename the columns)")
+    order = [names.index(c) for c in classes]
+    return [preds[i] for i in order], None if targets is None else tuple(targets[i] for i in order)
 
 
 def _classes(
