@@ -239,15 +239,23 @@ def _write(text: str, output: str | None) -> None:
 
 def write_atomically(path: str, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename it: never a half-written report."""
+    from xentcli.errors import UsageError
+
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".xent-", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".xent-", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"-o {path}: cannot write there ({exc.strerror})", "check the directory") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise UsageError(f"-o {path}: cannot write the report ({exc.strerror})",
+                         "pass a file path that can be written") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
 
 
@@ -273,7 +281,7 @@ def inspect(
                        id=row_id, positive=positive, scale=scale, base=Base.e, eps=0.0, sum_tol=1e-3,
                        renormalize=False, on_invalid=OnInvalid.error, chunk_rows=65_536,
                        input_format=input_format, worst=0)
-    sys.stdout.write(render_inspection(*inspect_layout(file, options)))
+    _write(render_inspection(*inspect_layout(file, options)), None)
 
 
 @app.command()
@@ -352,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     try:
         result = app(args=args, prog_name="xent", standalone_mode=False)
+        if result == EXIT_INTERRUPTED:  # typer returns Ctrl-C as 130 in non-standalone mode
+            _fail("interrupted", EXIT_INTERRUPTED)
         raise SystemExit(result if isinstance(result, int) else 0)
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None

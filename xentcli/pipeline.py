@@ -41,6 +41,7 @@ BUFFERS = READ_AHEAD + 2
 # Arrow decodes best in large batches, NumPy computes best on blocks that stay in the CPU cache
 # across the dozen passes the math makes: each decoded chunk is scored in blocks of this many rows.
 MATH_BLOCK_ROWS = 16384
+CHUNK_VALUES = 1 << 21  # at most this many predictions (16 MiB as float64) in one decoded chunk
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,11 @@ class Run:
     row_sink: RowSink | None = None
     ragged_rows: dict[str, list[int]] = field(default_factory=dict)  # file → data rows dropped
 
+    @property
+    def chunk_rows(self) -> int:
+        """--chunk-rows, lowered for very wide files so that a chunk stays near CHUNK_VALUES."""
+        return max(1, min(self.options.chunk_rows, CHUNK_VALUES // max(self.n_classes, 1)))
+
     def new_accumulator(self) -> AnyAccumulator:
         scale = cast(Scale, self.layout.scale)
         if self.layout.multilabel:
@@ -187,12 +193,12 @@ def _read_ahead(items: Iterator[Chunk]) -> Iterator[Chunk]:
 def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.RaggedRows) -> Iterator[Chunk]:
     layout = run.layout
     if text_mode:
-        batches = readers.iter_csv_text(source, layout.columns, run.options.chunk_rows, ragged)
+        batches = readers.iter_csv_text(source, layout.columns, run.chunk_rows, ragged)
     else:
         batches = readers.iter_batches(source, layout.columns, layout.csv_types(),
-                                       run.options.chunk_rows, ragged, layout.key_columns)
+                                       run.chunk_rows, ragged, layout.key_columns)
     first_row = 1
-    ring = [np.empty((len(layout.pred_columns), run.options.chunk_rows)) for _ in range(BUFFERS)]
+    ring = [np.empty((len(layout.pred_columns), run.chunk_rows)) for _ in range(BUFFERS)]
     for j, batch in enumerate(batches):
         decoded = decode(batch, layout, run.n_classes, run.labels, ring[j % BUFFERS])
         for start in range(0, batch.num_rows, MATH_BLOCK_ROWS):

@@ -143,7 +143,9 @@ def _check_schema(schema: pa.Schema) -> None:
                             "give every column a distinct name")
         seen.add(name)
     for fld in schema:
-        if isinstance(fld.type, pa.ExtensionType):
+        # a registered extension type, or one this process does not know (its name stays in
+        # the field metadata)
+        if isinstance(fld.type, pa.BaseExtensionType) or b"ARROW:extension:name" in (fld.metadata or {}):
             raise DataError(f"column {escape_value(fld.name)} has extension type "
                             f"{escape_value(str(fld.type))}, which xent does not read",
                             "store plain numbers, text or lists of numbers")
