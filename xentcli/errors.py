@@ -63,9 +63,12 @@ class CellProblem:
     reason: str  # short key, e.g. "non_finite", also used in rows.skipped_by_reason
     expected: str
     line: int | None = None  # 1-based physical line for text formats
+    file: str | None = None  # set when the problems of one error come from several files
 
     def describe(self) -> str:
         where = f"row {self.row}" + (f" (line {self.line})" if self.line is not None else "")
+        if self.file is not None:
+            where = f"{self.file} {where}"
         return (
             f"{where}, column {escape_value(self.column)}: "
             f"value {self.value}; expected {self.expected}"
@@ -86,6 +89,9 @@ class InvalidRowsError(DataError):
         first = self.problems[0]
         noun = "row" if self.count == 1 else "rows"
         lines = [f"{self.file}: {self.count} invalid {noun}; first at {first.describe()}"]
+        if first.file is not None:  # several files: each problem names its own
+            files = len({p.file for p in self.problems})
+            lines = [f"{self.count} invalid {noun} in {files} files; first at {first.describe()}"]
         lines += [f"  also {p.describe()}" for p in self.problems[1:]]
         if self.count > len(self.problems):
             lines.append(f"  ... and {self.count - len(self.problems)} more")

@@ -20,7 +20,7 @@ from xentcli.core import validate
 from xentcli.core.accumulator import DEFAULT_EPS, UNITS, Accumulator, Scale
 from xentcli.core.kernels import LogProbs, row_losses
 from xentcli.core.multilabel import MultilabelAccumulator
-from xentcli.errors import CellProblem, DataError, InvalidRowsError, UsageError, escape_value
+from xentcli.errors import CellProblem, DataError, InvalidRowsError, UsageError, escape_value, one_of
 from xentcli.io import readers
 from xentcli.io.decode import Decoded, LabelMapper, decode, list_width
 from xentcli.io.layout import Layout, LayoutRequest, resolve_layout
@@ -98,10 +98,12 @@ class Problems:
             self.count += n
 
     def error(self) -> InvalidRowsError:
-        files = {s.name for s, _ in self.shown}
-        file = self.shown[0][0].name if len(files) == 1 else ", ".join(sorted(files))
+        files = list(dict.fromkeys(s.name for s, _ in self.shown))
+        problems = [p for _, p in self.shown]
+        if len(files) > 1:
+            problems = [replace(p, file=s.name) for s, p in self.shown]
         hint = _hint(self.shown[0][1].reason)
-        return InvalidRowsError(file, [p for _, p in self.shown], self.count, hint, dict(self.by_reason))
+        return InvalidRowsError(", ".join(files), problems, self.count, hint, dict(self.by_reason))
 
 
 def _hint(reason: str) -> str:
@@ -235,6 +237,12 @@ def _accumulate(acc: AnyAccumulator, rows: Rows) -> LogProbs | None:
 
 
 def _score_chunk(run: Run, chunk: Chunk, acc: AnyAccumulator) -> None:
+    # every non-finite value is found and reported by validation: NumPy need not warn about it
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        _score_valid_rows(run, chunk, acc)
+
+
+def _score_valid_rows(run: Run, chunk: Chunk, acc: AnyAccumulator) -> None:
     d = chunk.decoded
     first_ordinal = run.rows_read + 1  # of the chunk's first row, counted over all inputs
     run.rows_read += chunk.batch.num_rows
@@ -276,15 +284,25 @@ def _cell_text(batch: pa.RecordBatch, column: str, row: int) -> str:
     return "null" if value is None else escape_value(value if isinstance(value, str) else repr(value))
 
 
+def _as_number(value: Any) -> float | None:
+    """A cell as the reader parses numbers (Arrow's rules, not Python's float(), which also takes
+    '1_0' and other digits); None when it is not a number."""
+    if not isinstance(value, str):
+        return float(value)
+    try:
+        return float(pa.array([value]).cast(pa.float64())[0].as_py())
+    except (pa.ArrowInvalid, TypeError):
+        return None
+
+
 def _bad_cell(code: int, value: Any, top: float) -> bool:
     """Does this raw cell explain reason ``code``?"""
     if code == validate.NULL:
         return value is None
     if value is None or code not in (validate.NOT_A_NUMBER, validate.NOT_FINITE, validate.OUT_OF_RANGE):
         return False
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = _as_number(value)
+    if number is None:
         return code == validate.NOT_A_NUMBER
     if code == validate.NOT_FINITE:
         return not math.isfinite(number)
@@ -304,7 +322,8 @@ def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormal
     if code in (validate.MISSING_LABEL, validate.UNKNOWN_LABEL) and layout.label_column:
         column = layout.label_column
         if code == validate.UNKNOWN_LABEL and layout.classes:
-            expected = f"one of the classes ({', '.join(layout.classes[:10])})"
+            more = ", ..." if len(layout.classes) > 10 else ""
+            expected = f"one of the classes ({one_of(layout.classes[:10])}{more})"
     elif code == validate.INVALID_WEIGHT and layout.weight_column:
         column = layout.weight_column
     else:
@@ -555,11 +574,22 @@ def _quote_as_written(shown: list[tuple[Source, CellProblem]], chunk_rows: int,
     return out
 
 
+def _with_lines(shown: list[tuple[Source, CellProblem]]) -> list[tuple[Source, CellProblem]]:
+    """Text files: the line each bad row starts on, read from the file (error path only)."""
+    out = list(shown)
+    for source in {s for s, p in shown if p.line is not None and p.reason != "ragged_row"}:
+        lines = readers.record_lines(source, {p.row for s, p in shown if s == source})
+        out = [(s, replace(p, line=lines.get(p.row, p.line)) if s == source
+                and p.reason != "ragged_row" else p) for s, p in out]
+    return out
+
+
 def _report(run: Run, sources: Sequence[Source]) -> Report:
     if run.problems.count and run.options.on_invalid == "error":
         run.problems.shown = _quote_as_written(run.problems.shown, run.options.chunk_rows)
         if run.ragged_rows:
             _renumber(run)
+        run.problems.shown = _with_lines(run.problems.shown)
         order = {s.name: i for i, s in enumerate(sources)}
         run.problems.shown.sort(key=lambda item: (order.get(item[0].name, 0), item[1].row))
         raise run.problems.error()
@@ -570,7 +600,8 @@ def _report(run: Run, sources: Sequence[Source]) -> Report:
                         "the input holds no predictions to score")
     scores = run.total.finalize(run.options.base)
     if scores.rows == 0:
-        raise DataError(f"all {run.rows_read} rows were invalid and skipped; nothing to score",
+        raise DataError(f"{', '.join(s.name for s in sources)}: all {run.rows_read} rows were invalid "
+                        "and skipped; nothing to score",
                         "see rows.skipped_by_reason, or run without --on-invalid skip to see why")
     classes = run.labels.final_classes() if run.labels else list(run.layout.classes or ())
     group_scores = [(key, acc.finalize(run.options.base)) for key, acc in sorted(run.groups.items())]

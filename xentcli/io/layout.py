@@ -183,6 +183,8 @@ def _auto_preds(schema: pa.Schema, taken: set[str]) -> tuple[list[str], bool, st
     if lists:
         return lists, True, f"list column named {lists[0]!r}"
     numeric = [f.name for f in schema if f.name not in taken and is_numeric(f.type)]
+    if not numeric:  # a column with no value at all (null-typed) may be an empty probability column
+        numeric = [f.name for f in schema if f.name not in taken and pa.types.is_null(f.type)]
     if not numeric:
         return [], False, ""
     prefix = strip_shared_prefix(numeric)[0] if len(numeric) > 1 else _own_prefix(numeric[0])

@@ -175,11 +175,30 @@ def _ipc_batches(
     return iter(reader)
 
 
+_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+         b"\xfe\xff": "UTF-16"}
+
+
+def _check_text_encoding(source: Source) -> None:
+    """Refuse UTF-16/32 text early and by name (pyarrow would read it as garbage columns)."""
+    with pa.input_stream(source.path, compression="detect") as stream:
+        head = stream.read(1 << 16)
+    encoding = next((name for bom, name in _BOMS.items() if head.startswith(bom)), None)
+    if encoding is None and b"\x00" in head:
+        encoding = "UTF-16 or UTF-32 (NUL bytes)"
+    if encoding is not None:
+        raise DataError(f"{source.name}: not UTF-8 text; it looks like {encoding}",
+                        "save the file as UTF-8 (iconv -f UTF-16 -t UTF-8 FILE)")
+
+
 def read_schema(source: Source) -> pa.Schema:
     """The file's columns and types (for CSV: as inferred from its first block)."""
     try:
         if source.format in ("csv", "tsv"):
-            return _open_csv(source, None, None, RaggedRows()).schema
+            _check_text_encoding(source)
+            schema = _open_csv(source, None, None, RaggedRows()).schema
+            schema.names  # noqa: B018  (column names that are not UTF-8 fail here, inside the try)
+            return schema
         if source.format == "parquet":
             return _check_parquet_footer(source).schema_arrow
         if source.format == "arrow":
@@ -265,6 +284,34 @@ def iter_batches(
     for batch in batches:
         for start in range(0, batch.num_rows, chunk_rows):
             yield batch.slice(start, chunk_rows)
+
+
+MAX_LINE_SCAN_ROWS = 5_000_000
+
+
+def record_lines(source: Source, rows: set[int]) -> dict[int, int]:
+    """The physical line on which each of the given data rows starts (a quoted value may span
+    lines, so line = row + 1 only holds for simple files). Error path only: a Python CSV scan up
+    to the last row asked for; rows beyond MAX_LINE_SCAN_ROWS are left out."""
+    import csv
+    import io
+
+    wanted = {r for r in rows if r <= MAX_LINE_SCAN_ROWS}
+    found: dict[int, int] = {}
+    if not wanted:
+        return found
+    with pa.input_stream(source.path, compression="detect") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.reader(text, delimiter="\t" if source.format == "tsv" else ",")
+        next(reader, None)  # the header
+        start = reader.line_num + 1
+        for row, _record in enumerate(reader, start=1):
+            if row in wanted:
+                found[row] = start
+                if len(found) == len(wanted):
+                    break
+            start = reader.line_num + 1
+    return found
 
 
 def iter_csv_text(source: Source, columns: Sequence[str], chunk_rows: int,

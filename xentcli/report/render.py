@@ -35,6 +35,14 @@ _UNITLESS = {"normalized_cross_entropy", "perplexity", "accuracy", "weight_sum",
              "mean_pred", "loss_share", "support"}
 
 
+def safe(text: str) -> str:
+    """Text from the input as printable characters: a control character (an ESC that would
+    recolour the terminal, a newline that would break a table row) is shown as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def format_number(value: float | None, precision: int) -> str:
     """Fixed digits, switching to scientific for values too small to show; None → 'null'."""
     if value is None:
@@ -133,9 +141,9 @@ def _header_lines(report: Report) -> list[tuple[str, str]]:
     if rows.clipped:
         row_text += f", {rows.clipped:,} probabilities clipped"
     return [
-        ("inputs", ", ".join(report.inputs)),
+        ("inputs", ", ".join(map(safe, report.inputs))),
         ("rows", row_text),
-        ("classes", f"{len(report.classes)}: " + ", ".join(report.classes[:12])
+        ("classes", f"{len(report.classes)}: " + ", ".join(map(safe, report.classes[:12]))
          + (" ..." if len(report.classes) > 12 else "")),
         ("unit", report.unit),
         ("signature", report.signature),
@@ -143,24 +151,24 @@ def _header_lines(report: Report) -> list[tuple[str, str]]:
 
 
 def _class_rows(report: Report, precision: int) -> list[list[str]]:
-    return [[name] + [_cell(key, getattr(cs, key), precision) for key in PER_CLASS_KEYS]
+    return [[safe(name)] + [_cell(key, getattr(cs, key), precision) for key in PER_CLASS_KEYS]
             for name, cs in zip(report.classes, report.scores.per_class, strict=False)]
 
 
 def _gate_rows(report: Report, precision: int) -> list[list[str]]:
-    return [[g.expr, format_number(g.value, precision), format_number(g.threshold, precision),
+    return [[safe(g.expr), format_number(g.value, precision), format_number(g.threshold, precision),
              "pass" if g.passed else "FAIL"] for g in report.gates]
 
 
 def _group_rows(report: Report, precision: int) -> list[list[str]]:
     keys = ("cross_entropy", "normalized_cross_entropy", "kl_divergence", "accuracy")
-    return [[", ".join(f"{k}={v}" for k, v in g.by.items()), f"{g.rows:,}"]
+    return [[safe(", ".join(f"{k}={v}" for k, v in g.by.items())), f"{g.rows:,}"]
             + [format_number(getattr(g.scores, key), precision) for key in keys]
             for g in report.groups]
 
 
 def _worst_rows(report: Report, precision: int) -> list[list[str]]:
-    return [[w.file, str(w.row), w.id or "", w.label, format_number(w.p_true, precision),
+    return [[safe(w.file), str(w.row), safe(w.id or ""), safe(w.label), format_number(w.p_true, precision),
              format_number(w.cross_entropy, precision)] for w in report.worst]
 
 
@@ -272,7 +280,7 @@ def _compare_rows(data: dict[str, Any], precision: int) -> list[list[str]]:
 
 
 def _compare_class_rows(data: dict[str, Any], precision: int) -> list[list[str]]:
-    return [[c["class"]] + [format_number(c[key][k], precision)
+    return [[safe(c["class"])] + [format_number(c[key][k], precision)
                             for key in ("cross_entropy", "accuracy") for k in ("base", "new", "diff")]
             for c in data["per_class"]]
 
@@ -285,7 +293,8 @@ def _compare_header(data: dict[str, Any]) -> list[tuple[str, str]]:
     boot = data["bootstrap"]
     interval = (f"{boot['confidence']:.0%} paired bootstrap, {boot['replicates']} replicates, "
                 f"seed {boot['seed']}") if boot["replicates"] else "no bootstrap"
-    return [("base", ", ".join(data["inputs"]["base"])), ("new", ", ".join(data["inputs"]["new"])),
+    inputs = data["inputs"]
+    return [("base", safe(", ".join(inputs["base"]))), ("new", safe(", ".join(inputs["new"]))),
             ("rows", f"{data['rows']['paired']:,} paired by {data['join']}"), ("unit", data["unit"]),
             ("interval", interval), ("signature", data["signature"])]
 
