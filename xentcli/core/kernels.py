@@ -8,6 +8,7 @@ are vectorised adds of whole columns rather than short strided loops.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -104,30 +105,40 @@ def row_pred_entropy(pred: LogProbs) -> Floats:
     return -np.einsum("kn,kn->n", pred.probs, pred.log_probs)
 
 
-def argmax_hits(probs: Floats, labels: Ints) -> npt.NDArray[np.bool_]:
+def pick(block: npt.NDArray[Any], labels: Ints) -> npt.NDArray[Any]:
+    """block[labels[i], i] for every row i (a flat gather when the block is contiguous)."""
+    n_rows = block.shape[1]
+    if block.flags.c_contiguous:
+        return block.ravel()[labels * n_rows + np.arange(n_rows)]
+    return np.take_along_axis(block, labels[None, :], axis=0)[0]
+
+
+def argmax_hits(pred: LogProbs, labels: Ints, picked_logs: Floats | None = None) -> npt.NDArray[np.bool_]:
     """[argmax_k q_k == label] per row, ties going to the lowest class index (as np.argmax).
 
-    np.argmax along the class axis is ~15x slower than a max reduction here, so it only runs on
-    the rows whose maximum is shared by several classes."""
-    n_rows = probs.shape[1]
-    high = probs.max(axis=0)
-    hits = np.take_along_axis(probs, labels[None, :], axis=0)[0] == high
-    at_max = probs == high
+    np.argmax along the class axis is ~15x slower than a max reduction here, so it runs only on
+    rows whose maximum is shared by several classes. The search runs on log q (contiguous, and
+    monotone in q); rounding can make two logs equal where the probabilities differ, and such a
+    row is then decided on q itself, like any tie."""
+    logs = pred.log_probs
+    n_rows = logs.shape[1]
+    high = logs.max(axis=0)
+    hits = (pick(logs, labels) if picked_logs is None else picked_logs) == high
+    at_max = logs == high
     if np.count_nonzero(at_max) > n_rows:
         tied = np.flatnonzero(np.count_nonzero(at_max, axis=0) > 1)
-        hits[tied] = probs[:, tied].argmax(axis=0) == labels[tied]
+        hits[tied] = pred.probs[:, tied].argmax(axis=0) == labels[tied]
     return hits
 
 
 def hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None) -> ChunkStats:
     """Statistics for one-hot targets given as class indices ``labels`` (rows,)."""
     n_classes, n_rows = pred.probs.shape
-    loss = -np.take_along_axis(pred.log_probs, labels[None, :], axis=0)[0]  # −log q_y; = KL here
+    true_logs = pick(pred.log_probs, labels)
+    loss = -true_logs  # −log q_y; also the KL, since H(p) = 0
     pred_entropy = row_pred_entropy(pred)
-    correct = argmax_hits(pred.probs, labels)
-    clipped = 0
-    if pred.clipped_mask is not None:
-        clipped = int(np.take_along_axis(pred.clipped_mask, labels[None, :], axis=0).sum())
+    correct = argmax_hits(pred, labels, true_logs)
+    clipped = 0 if pred.clipped_mask is None else int(pick(pred.clipped_mask, labels).sum())
     if weights is None:
         support = np.bincount(labels, minlength=n_classes).astype(np.float64)
         class_correct = np.bincount(labels[correct], minlength=n_classes).astype(np.float64)
@@ -256,7 +267,7 @@ def row_stats(pred: LogProbs, labels: Ints | None, targets: Floats | None, eps: 
     entropy = row_pred_entropy(pred)
     if labels is not None:
         loss = row_losses(pred, labels, None)
-        return RowStats(loss, loss, np.zeros_like(loss), entropy, argmax_hits(pred.probs, labels))
+        return RowStats(loss, loss, np.zeros_like(loss), entropy, argmax_hits(pred, labels))
     assert targets is not None
     positive = targets > 0
     with np.errstate(invalid="ignore"):
