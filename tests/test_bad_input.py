@@ -6,81 +6,21 @@ good rows."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from helpers import Result, check_location, load_json, run_cli, run_proc, write_csv, write_parquet
 from sklearn.metrics import log_loss
-
-from xentcli.cli import main
 
 RTOL = 1e-9  # against scikit-learn on the good rows
 CLASSES = ("cat", "dog", "bird")
 HEADER = "label,p_cat,p_dog,p_bird"
 GOOD_ROWS = ["cat,0.7,0.2,0.1", "dog,0.1,0.8,0.1", "bird,0.2,0.2,0.6", "cat,0.5,0.25,0.25"]
 MAX_MESSAGE_LINES = 10  # "one short message": the error, a few located rows, a hint
-
-
-# --------------------------------------------------------------------------------------------
-# Running the CLI
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> Result:
-    """``xent ARGS`` in-process through ``cli.main``, which ends every run in SystemExit."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
-def run_proc(*args: object, stdin: bytes | None = None) -> Result:
-    """``python -m xentcli ARGS`` as a real process."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    proc = subprocess.run([sys.executable, "-m", "xentcli", *map(str, args)], input=stdin,
-                          capture_output=True, timeout=60, env={**env, "NO_COLOR": "1"})
-    return Result(proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8"))
-
-
-def load_json(text: str) -> dict[str, Any]:
-    def reject(name: str) -> Any:
-        raise AssertionError(f"JSON holds the non-standard constant {name}")
-
-    data = json.loads(text, parse_constant=reject)
-    assert isinstance(data, dict)
-    return data
-
-
-def write_csv(tmp_path: Path, lines: list[str], name: str = "preds.csv") -> Path:
-    """A CSV with exactly these lines (header first), written byte for byte."""
-    path = tmp_path / name
-    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
-    return path
-
-
-def write_parquet(tmp_path: Path, columns: dict[str, Any], name: str = "preds.parquet") -> Path:
-    path = tmp_path / name
-    pq.write_table(pa.table(columns), path)
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,27 +40,10 @@ def check_one_message(result: Result, code: int = 3) -> str:
     return err
 
 
-def check_data_error(
-    result: Result,
-    path: Path,
-    *,
-    row: int | None = None,
-    line: int | None = None,
-    column: str | None = None,
-    value: str | None = None,
-) -> str:
-    """A located data error: exit 3 and every part of the location that applies."""
-    err = check_one_message(result, 3)
-    assert path.name in err, f"file name {path.name!r} not in: {err}"
-    if row is not None:
-        assert re.search(rf"\brow {row}\b", err), f"row {row} not in: {err}"
-    if line is not None:
-        assert re.search(rf"\bline {line}\b", err), f"line {line} not in: {err}"
-    if column is not None:
-        assert column in err, f"column {column!r} not in: {err}"
-    if value is not None:
-        assert value in err, f"value {value!r} not in: {err}"
-    return err
+def check_data_error(result: Result, path: Path, **where: Any) -> str:
+    """A located data error: exit 3 and every part of the location that applies (``row``,
+    ``line``, ``column``, ``value``)."""
+    return check_location(check_one_message(result, 3), path, **where)
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +69,7 @@ def test_bad_probability_cell_csv(capsys: pytest.CaptureFixture[str], tmp_path: 
                                   cell: str, quoted: str) -> None:
     """Data row 3 is line 4 (the header is line 1)."""
     lines = [HEADER, GOOD_ROWS[0], GOOD_ROWS[1], f"bird,{cell},0.2,0.6", GOOD_ROWS[3]]
-    path = write_csv(tmp_path, lines)
+    path = write_csv(tmp_path / "preds.csv", lines)
     result = run_cli(capsys, "score", path, "--format", "json")
     check_data_error(result, path, row=3, line=4, column="p_cat", value=quoted)
     assert "expected" in result.err
@@ -159,7 +82,7 @@ def test_bad_cell_two_class_csv(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     """Two classes: the text cell must not turn p_cat into an ignored column (SPEC section 2)
     and the file into a binary one with p_dog alone."""
     lines = ["label,p_cat,p_dog", "cat,0.5,0.5", f"dog,{cell},0.5", "cat,0.9,0.1"]
-    path = write_csv(tmp_path, lines)
+    path = write_csv(tmp_path / "preds.csv", lines)
     result = run_cli(capsys, "score", path)
     err = check_data_error(result, path, row=2, line=3, column="p_cat", value=quoted)
     assert "1 invalid row" in err
@@ -178,7 +101,7 @@ BAD_PARQUET_VALUES = [
 @pytest.mark.parametrize(("value", "quoted"), BAD_PARQUET_VALUES)
 def test_bad_probability_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                  value: float | None, quoted: str) -> None:
-    path = write_parquet(tmp_path, {
+    path = write_parquet(tmp_path / "preds.parquet", {
         "label": ["cat", "dog", "bird", "cat"],
         "p_cat": pa.array([0.7, 0.1, value, 0.5], pa.float64()),
         "p_dog": [0.2, 0.8, 0.2, 0.25],
@@ -192,7 +115,7 @@ def test_bad_probability_parquet(capsys: pytest.CaptureFixture[str], tmp_path: P
 def test_text_cell_in_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A text column that shares the prediction prefix is a prediction column; its bad cell is
     named, pyarrow's conversion error having no row in it."""
-    path = write_parquet(tmp_path, {
+    path = write_parquet(tmp_path / "preds.parquet", {
         "label": ["cat", "dog", "bird", "cat"],
         "p_cat": ["0.7", "0.1", "abc", "0.5"],
         "p_dog": [0.2, 0.8, 0.2, 0.25],
@@ -204,7 +127,7 @@ def test_text_cell_in_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 def test_bad_cell_via_subprocess(tmp_path: Path) -> None:
     lines = [HEADER, GOOD_ROWS[0], "dog,0.1,inf,0.1", GOOD_ROWS[2]]
-    path = write_csv(tmp_path, lines)
+    path = write_csv(tmp_path / "preds.csv", lines)
     result = run_proc("score", path)
     check_data_error(result, path, row=2, line=3, column="p_dog", value="'inf'")
 
@@ -224,7 +147,7 @@ def test_bad_cell_from_stdin_subprocess(tmp_path: Path) -> None:
 
 
 def test_sum_off_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [HEADER, GOOD_ROWS[0], "dog,0.3,0.6,0.3", GOOD_ROWS[2]])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], "dog,0.3,0.6,0.3", GOOD_ROWS[2]])
     result = run_cli(capsys, "score", path)
     err = check_data_error(result, path, row=2, line=3, value="1.2")
     assert "--sum-tol" in err or "--renormalize" in err
@@ -232,7 +155,7 @@ def test_sum_off_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path)
 
 def test_sum_off_passes_with_larger_tolerance(capsys: pytest.CaptureFixture[str],
                                               tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [HEADER, GOOD_ROWS[0], "dog,0.3,0.6,0.3", GOOD_ROWS[2]])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], "dog,0.3,0.6,0.3", GOOD_ROWS[2]])
     result = run_cli(capsys, "score", path, "--sum-tol", "0.25", "-f", "json")
     assert result.code == 0, result.err
     report = load_json(result.out)
@@ -244,7 +167,7 @@ def test_sum_off_passes_with_larger_tolerance(capsys: pytest.CaptureFixture[str]
 
 
 def test_sum_off_passes_with_renormalize(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [HEADER, GOOD_ROWS[0], "dog,0.3,0.6,0.3", GOOD_ROWS[2]])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], "dog,0.3,0.6,0.3", GOOD_ROWS[2]])
     result = run_cli(capsys, "score", path, "--renormalize", "-f", "json")
     assert result.code == 0, result.err
     report = load_json(result.out)
@@ -260,20 +183,20 @@ def test_sum_off_passes_with_renormalize(capsys: pytest.CaptureFixture[str], tmp
 
 
 def test_unknown_label(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [HEADER, GOOD_ROWS[0], "cow,0.3,0.3,0.4", GOOD_ROWS[2]])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], "cow,0.3,0.3,0.4", GOOD_ROWS[2]])
     result = run_cli(capsys, "score", path)
     check_data_error(result, path, row=2, line=3, column="label", value="'cow'")
 
 
 def test_missing_label_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [HEADER, GOOD_ROWS[0], GOOD_ROWS[1], ",0.3,0.3,0.4"])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], GOOD_ROWS[1], ",0.3,0.3,0.4"])
     result = run_cli(capsys, "score", path)
     err = check_data_error(result, path, row=3, line=4, column="label")
     assert "label" in err.split("hint")[0]
 
 
 def test_missing_label_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = write_parquet(tmp_path, {
+    path = write_parquet(tmp_path / "preds.parquet", {
         "label": ["cat", None, "bird"],
         "p_cat": [0.7, 0.1, 0.2], "p_dog": [0.2, 0.8, 0.2], "p_bird": [0.1, 0.1, 0.6],
     })
@@ -292,9 +215,9 @@ def test_na_none_null_are_class_names(capsys: pytest.CaptureFixture[str], tmp_pa
         lines = ["label,p_NA,p_None,p_null"]
         lines += [f"{y}," + ",".join(repr(float(v)) for v in row)
                   for y, row in zip(labels, probs, strict=True)]
-        path = write_csv(tmp_path, lines)
+        path = write_csv(tmp_path / "preds.csv", lines)
     else:
-        path = write_parquet(tmp_path, {"label": labels, "p_NA": probs[:, 0],
+        path = write_parquet(tmp_path / "preds.parquet", {"label": labels, "p_NA": probs[:, 0],
                                         "p_None": probs[:, 1], "p_null": probs[:, 2]})
     result = run_cli(capsys, "score", path, "-f", "json")
     assert result.code == 0, result.err
@@ -308,7 +231,7 @@ def test_na_none_null_are_class_names(capsys: pytest.CaptureFixture[str], tmp_pa
 
 def test_na_label_with_list_column_and_classes(capsys: pytest.CaptureFixture[str],
                                                tmp_path: Path) -> None:
-    path = write_parquet(tmp_path, {
+    path = write_parquet(tmp_path / "preds.parquet", {
         "label": ["NA", "b", "NA"],
         "probs": pa.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], pa.list_(pa.float64())),
     })
@@ -327,7 +250,7 @@ def test_na_label_with_list_column_and_classes(capsys: pytest.CaptureFixture[str
                                             ("--pred", "p_*x"), ("--weight", "w")])
 def test_missing_column(capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str,
                         name: str) -> None:
-    path = write_csv(tmp_path, [HEADER, *GOOD_ROWS])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, *GOOD_ROWS])
     result = run_cli(capsys, "score", path, flag, name)
     check_data_error(result, path, value=name)
 
@@ -343,14 +266,14 @@ def test_empty_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 @pytest.mark.parametrize("lines", [[HEADER], ["label,p_cat,p_dog"]], ids=["three", "two"])
 def test_header_only_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                          lines: list[str]) -> None:
-    path = write_csv(tmp_path, lines)
+    path = write_csv(tmp_path / "preds.csv", lines)
     result = run_cli(capsys, "score", path)
     err = check_data_error(result, path)
     assert "header" in err or "no data rows" in err
 
 
 def test_header_only_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = write_parquet(tmp_path, {
+    path = write_parquet(tmp_path / "preds.parquet", {
         "label": pa.array([], pa.string()), "p_cat": pa.array([], pa.float64()),
         "p_dog": pa.array([], pa.float64()),
     })
@@ -360,11 +283,11 @@ def test_header_only_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path)
 
 
 def test_truncated_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    whole = write_parquet(tmp_path, {
+    whole = write_parquet(tmp_path / "whole.parquet", {
         "label": ["cat", "dog", "bird"] * 100,
         "p_cat": [0.7, 0.1, 0.2] * 100, "p_dog": [0.2, 0.8, 0.2] * 100,
         "p_bird": [0.1, 0.1, 0.6] * 100,
-    }, name="whole.parquet")
+    })
     data = whole.read_bytes()
     path = tmp_path / "cut.parquet"
     path.write_bytes(data[: len(data) // 2])
@@ -381,7 +304,7 @@ def test_text_file_named_parquet(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 def test_ragged_csv_row(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Data row 2, line 3, has a field too many."""
-    path = write_csv(tmp_path, [HEADER, GOOD_ROWS[0], "dog,0.1,0.8,0.1,0.0", GOOD_ROWS[2]])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], "dog,0.1,0.8,0.1,0.0", GOOD_ROWS[2]])
     result = run_cli(capsys, "score", path)
     check_data_error(result, path, row=2, line=3, value="dog,0.1,0.8,0.1,0.0")
 
@@ -391,7 +314,7 @@ def test_several_bad_rows_count_and_first_few(capsys: pytest.CaptureFixture[str]
     bad = ["dog,nan,0.5,0.5", "dog,1.5,0.2,0.1", "cow,0.3,0.3,0.4", "cat,-0.1,0.6,0.5",
            "bird,0.3,0.3,inf", "cat,0.9,0.9,0.9", "dog,,0.5,0.5"]
     lines = [HEADER, GOOD_ROWS[0]] + [x for b in bad for x in (b, GOOD_ROWS[1])]
-    path = write_csv(tmp_path, lines)
+    path = write_csv(tmp_path / "preds.csv", lines)
     result = run_cli(capsys, "score", path)
     err = check_data_error(result, path, row=2, line=3)
     assert re.search(r"\b7 invalid rows\b", err), err
@@ -424,7 +347,7 @@ SKIP_ROWS = [
 
 
 def _skip_file(tmp_path: Path, rows: list[tuple[str, str, str | None]]) -> Path:
-    return write_csv(tmp_path, [HEADER] + [f"{label},{cells}" for label, cells, _ in rows])
+    return write_csv(tmp_path / "preds.csv", [HEADER] + [f"{label},{cells}" for label, cells, _ in rows])
 
 
 def _expected_on_good_rows(rows: list[tuple[str, str, str | None]]) -> tuple[float, dict[str, int]]:
@@ -480,7 +403,7 @@ def test_skip_parquet_over_chunk_boundaries(capsys: pytest.CaptureFixture[str],
     p_cat[2], p_cat[3], p_cat[5], p_cat[9] = float("nan"), None, 1.5, -0.2
     labels[11] = "cow"
     labels[12] = None  # type: ignore[call-overload]
-    path = write_parquet(tmp_path, {"label": labels, "p_cat": pa.array(p_cat, pa.float64()),
+    path = write_parquet(tmp_path / "preds.parquet", {"label": labels, "p_cat": pa.array(p_cat, pa.float64()),
                                     "p_dog": probs[:, 1], "p_bird": probs[:, 2]})
     result = run_cli(capsys, "score", path, "--on-invalid", "skip", "--chunk-rows", 3, "-f", "json")
     assert result.code == 0, result.err
@@ -502,7 +425,7 @@ def test_skip_warning_is_silenced_by_quiet(capsys: pytest.CaptureFixture[str],
 
 
 def test_skip_everything_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [HEADER, "cow,0.3,0.3,0.4", "dog,1.5,0.1,0.1"])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, "cow,0.3,0.3,0.4", "dog,1.5,0.1,0.1"])
     result = run_cli(capsys, "score", path, "--on-invalid", "skip")
     check_one_message(result, 3)
 
@@ -517,7 +440,7 @@ def test_skip_everything_is_an_error(capsys: pytest.CaptureFixture[str], tmp_pat
                          ids=lambda a: " ".join(a))
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                              args: list[str]) -> None:
-    path = write_csv(tmp_path, [HEADER, *GOOD_ROWS])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, *GOOD_ROWS])
     result = run_cli(capsys, "score", path, *args)
     assert result.code == 2, result.err
     assert result.out == ""
@@ -526,7 +449,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
 
 
 def test_usage_error_subprocess(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [HEADER, *GOOD_ROWS])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, *GOOD_ROWS])
     result = run_proc("score", path, "--format", "xml")
     assert result.code == 2 and result.out == ""
     assert "Traceback" not in result.err and "xml" in result.err
@@ -545,7 +468,7 @@ def _boom(*args: object, **kwargs: object) -> None:
 def test_internal_error_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("xentcli.pipeline.score", _boom)
-    path = write_csv(tmp_path, [HEADER, *GOOD_ROWS])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, *GOOD_ROWS])
     result = run_cli(capsys, "score", path, "-f", "json")
     assert result.code == 4
     assert result.out == ""
@@ -559,7 +482,7 @@ def test_internal_error_with_debug_shows_traceback(capsys: pytest.CaptureFixture
                                                    tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("xentcli.pipeline.score", _boom)
-    path = write_csv(tmp_path, [HEADER, *GOOD_ROWS])
+    path = write_csv(tmp_path / "preds.csv", [HEADER, *GOOD_ROWS])
     result = run_cli(capsys, "score", path, "--debug")
     assert result.code == 4
     assert result.out == ""

@@ -16,15 +16,13 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from xentcli.cli import main
+from helpers import Result, clean_env, load_json, run_cli, run_proc
 
 CLASSES = ("cat", "dog", "bird")
 METRIC_KEYS = ("cross_entropy", "entropy_target", "kl_divergence", "entropy_pred", "prior_entropy",
@@ -35,56 +33,7 @@ RTOL = 1e-12
 
 
 # --------------------------------------------------------------------------------------------
-# Running the CLI
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def report(self) -> dict[str, Any]:
-        return load_json(self.out)
-
-    def err_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> Result:
-    """``xent ARGS`` in-process through ``cli.main``, which ends every run in SystemExit."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    return {**env, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
-
-
-def run_proc(*args: object, cwd: Path | None = None, command: list[str] | None = None) -> Result:
-    """``python -m xentcli ARGS`` (or ``command ARGS``) as a real process."""
-    argv = (command or [sys.executable, "-m", "xentcli"]) + [str(a) for a in args]
-    proc = subprocess.run(argv, capture_output=True, timeout=60, env=clean_env(), cwd=cwd)
-    return Result(proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8"))
-
-
-def _reject_constant(name: str) -> Any:
-    raise AssertionError(f"JSON holds the non-standard constant {name}")
-
-
-def load_json(text: str) -> dict[str, Any]:
-    """Strict JSON, as SPEC section 4 promises: NaN and Infinity are refused."""
-    data = json.loads(text, parse_constant=_reject_constant)
-    assert isinstance(data, dict)
-    return data
+# Checks
 
 
 def close(a: float | None, b: float) -> bool:

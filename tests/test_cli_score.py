@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import subprocess
@@ -23,10 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import typer.main
+from helpers import clean_env, load_json, run_cli, run_proc
 from sklearn.metrics import log_loss
 
 from xentcli import __version__
-from xentcli.cli import app, main
+from xentcli.cli import app
 
 RTOL = 1e-9  # against scikit-learn: same formula, different summation order
 CLASSES = ("cat", "dog", "bird")
@@ -45,54 +45,6 @@ METRIC_KEYS = {"cross_entropy", "entropy_target", "kl_divergence", "entropy_pred
                "normalized_cross_entropy", "perplexity", "accuracy", "weight_sum"}
 PER_CLASS_KEYS = {"class", "support", "share", "mean_pred", "cross_entropy", "loss_share",
                   "kl_divergence", "entropy_pred", "accuracy"}
-
-
-# --------------------------------------------------------------------------------------------
-# Running the CLI
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
-    """``xent ARGS`` in-process through ``cli.main``, which ends every run in SystemExit."""
-    capsys.readouterr()  # drop anything printed before
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
-def clean_env() -> dict[str, str]:
-    """The environment of a user's shell: no colour, and stdout buffered as Python does by
-    default (PYTHONUNBUFFERED changes how a broken pipe surfaces)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    return {**env, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
-
-
-def run_proc(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> Result:
-    """``python -m xentcli ARGS`` as a real process."""
-    proc = subprocess.run([sys.executable, "-m", "xentcli", *map(str, args)], input=stdin,
-                          capture_output=True, timeout=60, env=clean_env(), cwd=cwd)
-    return Result(proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8"))
-
-
-def _reject_constant(name: str) -> Any:
-    raise AssertionError(f"JSON holds the non-standard constant {name}")
-
-
-def load_json(text: str) -> dict[str, Any]:
-    """Strict JSON: NaN, Infinity and -Infinity are refused."""
-    data = json.loads(text, parse_constant=_reject_constant)
-    assert isinstance(data, dict)
-    return data
 
 
 # --------------------------------------------------------------------------------------------

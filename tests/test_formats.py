@@ -15,10 +15,7 @@ import csv
 import gzip
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +26,13 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
+from helpers import load_json, run_cli, run_proc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import softmax
 from sklearn.metrics import log_loss
 
 from xentcli import ScoreOptions, score
-from xentcli.cli import main
 
 RTOL = 1e-9  # against scikit-learn
 SAME = 1e-12  # the same data read two ways (SPEC 1: chunking changes nothing beyond 1e-12)
@@ -46,44 +43,6 @@ N_ROWS = 90
 
 # --------------------------------------------------------------------------------------------
 # Running the CLI
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> Result:
-    """``xent ARGS`` in-process; ``cli.main`` ends every run in SystemExit."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
-def run_proc(*args: object, stdin: bytes | None = None) -> Result:
-    """``python -m xentcli ARGS`` as a real process (for standard input)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    env.update(NO_COLOR="1", PYTHONIOENCODING="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "xentcli", *map(str, args)], input=stdin,
-                          capture_output=True, timeout=60, env=env)
-    return Result(proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8"))
-
-
-def _no_constant(name: str) -> Any:
-    raise AssertionError(f"JSON holds the non-standard constant {name}")
-
-
-def load_json(text: str) -> dict[str, Any]:
-    data = json.loads(text, parse_constant=_no_constant)
-    assert isinstance(data, dict)
-    return data
 
 
 def score_json(capsys: pytest.CaptureFixture[str], *args: object) -> dict[str, Any]:

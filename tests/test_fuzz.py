@@ -15,15 +15,12 @@ Never another exit code, never a traceback. ``XENT_FUZZ_EXAMPLES`` sets the numb
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import os
 import re
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import Result, run_main
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
-
-from xentcli.cli import main
 
 EXAMPLES = int(os.environ.get("XENT_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -227,27 +223,6 @@ def write_parquet(table: Table, path: Path, row_group_size: int) -> None:
     pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-    warned: list[str]  # Python warnings raised during the run: a real process prints them
-
-
-def run_cli(*args: object) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return Result(code, out.getvalue(), err.getvalue(), [str(w.message) for w in caught])
-
-
 # --------------------------------------------------------------------------------------------
 # The property
 
@@ -305,4 +280,4 @@ def test_random_tables_end_as_the_spec_says(table: Table, chunk_rows: int, row_g
         if table.layout == "list":
             args += ["--classes", ",".join(table.names)]
         for path in paths:
-            check_outcome(table, path, run_cli("score", path, *args), on_invalid)
+            check_outcome(table, path, run_main("score", path, *args, record_warnings=True), on_invalid)

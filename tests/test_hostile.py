@@ -14,10 +14,8 @@ import bz2
 import contextlib
 import csv
 import gzip
-import io
 import json
 import math
-import os
 import random
 import re
 import signal
@@ -25,7 +23,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +31,19 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
+from helpers import (
+    Result,
+    check_location,
+    clean_env,
+    load_json,
+    run_main,
+    write_csv,
+    write_parquet,
+    xent_command,
+)
 from sklearn.metrics import log_loss
 
 import xentcli.pipeline
-from xentcli.cli import main
 
 RTOL = 1e-9  # against scikit-learn / NumPy on the good rows
 EPS = float(np.finfo(np.float64).eps)
@@ -52,54 +58,6 @@ POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 
 # --------------------------------------------------------------------------------------------
 # Running the CLI
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*args: object) -> Result:
-    """``xent ARGS`` in-process through ``cli.main``, which ends every run in SystemExit."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def child_env() -> dict[str, str]:
-    """The environment of a real ``xent`` process: buffered stdout, as in a shell pipeline."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    return {**env, "NO_COLOR": "1"}
-
-
-def xent_command(*args: object) -> list[str]:
-    return [sys.executable, "-m", "xentcli", *map(str, args)]
-
-
-def load_json(text: str) -> dict[str, Any]:
-    def reject(name: str) -> Any:
-        raise AssertionError(f"JSON holds the non-standard constant {name}")
-
-    data = json.loads(text, parse_constant=reject)
-    assert isinstance(data, dict)
-    return data
-
-
-def write_csv(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
-    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
-    return path
-
-
-def write_parquet(path: Path, columns: dict[str, Any], **kwargs: Any) -> Path:
-    pq.write_table(pa.table(columns), path, **kwargs)
-    return path
 
 
 def good_table() -> dict[str, Any]:
@@ -127,20 +85,10 @@ def check_message(result: Result, code: int = 3) -> str:
     return err
 
 
-def check_data_error(result: Result, path: Path, *, row: int | None = None, line: int | None = None,
-                     column: str | None = None, value: str | None = None) -> str:
-    """A data error (exit 3) naming the file and every part of the location given."""
-    err = check_message(result, 3)
-    assert path.name in err, f"file name {path.name!r} not in: {err}"
-    if row is not None:
-        assert re.search(rf"\brow {row}\b", err), f"row {row} not in: {err}"
-    if line is not None:
-        assert re.search(rf"\bline {line}\b", err), f"line {line} not in: {err}"
-    if column is not None:
-        assert column in err, f"column {column!r} not in: {err}"
-    if value is not None:
-        assert value in err, f"value {value!r} not in: {err}"
-    return err
+def check_data_error(result: Result, path: Path, **where: Any) -> str:
+    """A data error (exit 3) naming the file and every part of the location given (``row``,
+    ``line``, ``column``, ``value``)."""
+    return check_location(check_message(result, 3), path, **where)
 
 
 def check_scored(result: Result) -> dict[str, Any]:
@@ -157,7 +105,7 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
     """Excel writes a BOM: it must not become part of the first column's name."""
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbf" + ("\n".join([HEADER, *GOOD_ROWS]) + "\n").encode())
-    report = check_scored(run_cli("score", path, "-f", "json"))
+    report = check_scored(run_main("score", path, "-f", "json"))
     assert report["layout"]["label_column"] == "label"
     assert report["layout"]["classes"] == ["cat", "dog", "bird"]
     assert report["rows"] == {"read": 4, "scored": 4, "skipped": 0, "skipped_by_reason": {},
@@ -169,14 +117,14 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
 def test_utf16_csv_is_a_data_error(tmp_path: Path, encoding: str) -> None:
     path = write_csv(tmp_path / "wide_chars.csv", [HEADER, *GOOD_ROWS], encoding=encoding)
-    err = check_data_error(run_cli("score", path), path)
+    err = check_data_error(run_main("score", path), path)
     assert "UTF-8" in err
 
 
 def test_latin1_column_name_is_a_data_error(tmp_path: Path) -> None:
     path = tmp_path / "latin1_header.csv"
     path.write_bytes(b"label,p_caf\xe9,p_dog\ncaf\xe9,0.5,0.5\ndog,0.4,0.6\n")
-    err = check_data_error(run_cli("score", path), path)
+    err = check_data_error(run_main("score", path), path)
     assert "UTF-8" in err
 
 
@@ -187,7 +135,7 @@ def test_invalid_utf8_in_a_label(tmp_path: Path, rows_before: int) -> None:
     body = ("\n".join([HEADER, *(GOOD_ROWS[i % 4] for i in range(rows_before))]) + "\n").encode()
     path = tmp_path / "mixed.csv"
     path.write_bytes(body + b"caf\xe9,0.7,0.2,0.1\n" + (GOOD_ROWS[1] + "\n").encode())
-    err = check_data_error(run_cli("score", path, "-f", "json"), path)
+    err = check_data_error(run_main("score", path, "-f", "json"), path)
     assert "UTF-8" in err
 
 
@@ -204,7 +152,7 @@ def test_underflow_is_a_valid_small_probability(tmp_path: Path, tiny: str) -> No
     """1e-400 parses to 0 (-1e-400 to -0.0): a probability of 0, not an invalid cell. In a
     column other than the label's it changes nothing."""
     path = _underflow_csv(tmp_path, f"cat,0.5,{tiny},0.5")
-    report = check_scored(run_cli("score", path, "-f", "json"))
+    report = check_scored(run_main("score", path, "-f", "json"))
     assert report["rows"]["scored"] == 5 and report["rows"]["skipped"] == 0
     assert report["rows"]["clipped"] == 0
     probs = [*GOOD_PROBS, [0.5, float(tiny), 0.5]]
@@ -216,13 +164,13 @@ def test_underflow_in_the_true_class_is_clipped(tmp_path: Path) -> None:
     """On the label's own class the 0 is clipped to eps and counted; with --eps 0 the loss is
     infinite and JSON says null, never a large finite number."""
     path = _underflow_csv(tmp_path, "cat,1e-400,0.5,0.5")
-    report = check_scored(run_cli("score", path, "-f", "json"))
+    report = check_scored(run_main("score", path, "-f", "json"))
     assert report["rows"]["scored"] == 5 and report["rows"]["clipped"] == 1
     losses = [-math.log(p[y]) for p, y in zip(GOOD_PROBS, GOOD_LABELS, strict=True)]
     expected = (sum(losses) - math.log(EPS)) / 5
     assert report["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
 
-    unclipped = check_scored(run_cli("score", path, "-f", "json", "--eps", "0"))
+    unclipped = check_scored(run_main("score", path, "-f", "json", "--eps", "0"))
     assert unclipped["metrics"]["cross_entropy"] is None
     assert unclipped["rows"]["scored"] == 5
 
@@ -272,7 +220,7 @@ def test_na_like_strings_are_classes_and_a_real_null_is_missing(tmp_path: Path, 
     for i, k in enumerate(truth):
         probs[i, k] = 1.0 - 0.01 * (len(NA_LIKE) - 1)
     path = _write_na_like(tmp_path, fmt, labels, probs)
-    result = run_cli("score", path, "-f", "json", "--on-invalid", "skip", "--chunk-rows", 4)
+    result = run_main("score", path, "-f", "json", "--on-invalid", "skip", "--chunk-rows", 4)
     report = check_scored(result)
     assert report["layout"]["classes"] == NA_LIKE
     assert report["rows"]["read"] == len(labels)
@@ -304,7 +252,7 @@ def test_duplicate_column_names(tmp_path: Path, fmt: str, names: list[str]) -> N
             pq.write_table(table, path)
         else:
             feather.write_feather(table, path)
-    err = check_data_error(run_cli("score", path), path)
+    err = check_data_error(run_main("score", path), path)
     assert "duplicate" in err
     duplicated = next(n for n in names if names.count(n) > 1)
     assert duplicated in err
@@ -313,7 +261,7 @@ def test_duplicate_column_names(tmp_path: Path, fmt: str, names: list[str]) -> N
 def test_ambiguous_label_columns(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "two_labels.csv",
                      ["label,Label,p_cat,p_dog", "cat,dog,0.6,0.4", "dog,dog,0.3,0.7"])
-    err = check_data_error(run_cli("score", path), path, value="Label")
+    err = check_data_error(run_main("score", path), path, value="Label")
     assert "--label" in err.split("hint", 1)[1]
 
 
@@ -321,7 +269,7 @@ def test_ambiguous_list_columns(tmp_path: Path) -> None:
     probs = pa.array([[0.6, 0.4], [0.3, 0.7]], pa.list_(pa.float64()))
     path = write_parquet(tmp_path / "two_lists.parquet",
                          {"label": ["a", "b"], "probs": probs, "pred": probs})
-    err = check_data_error(run_cli("score", path, "--classes", "a,b"), path, value="pred")
+    err = check_data_error(run_main("score", path, "--classes", "a,b"), path, value="pred")
     assert "probs" in err
     assert "--pred" in err.split("hint", 1)[1]
 
@@ -346,7 +294,7 @@ def test_second_file_with_another_schema(tmp_path: Path, variant: str) -> None:
     the second file, never rows silently dropped or scored against the wrong classes."""
     first = write_parquet(tmp_path / "first.parquet", good_table())
     second = _schema_variant(tmp_path, variant)
-    result = run_cli("score", first, second, "-f", "json")
+    result = run_main("score", first, second, "-f", "json")
     check_data_error(result, second)
 
 
@@ -355,7 +303,7 @@ def test_list_width_differs_across_files(tmp_path: Path) -> None:
     two = pa.array([[0.6, 0.4], [0.2, 0.8]], pa.list_(pa.float64()))
     first = write_parquet(tmp_path / "three.parquet", {"label": ["a", "b"], "probs": three})
     second = write_parquet(tmp_path / "two.parquet", {"label": ["a", "b"], "probs": two})
-    result = run_cli("score", first, second, "--classes", "a,b,c")
+    result = run_main("score", first, second, "--classes", "a,b,c")
     check_data_error(result, second, row=1, column="probs")
 
 
@@ -367,13 +315,13 @@ def test_same_columns_in_other_formats_and_order_score_as_one_stream(tmp_path: P
     table = good_table()
     reordered = {k: table[k][3:] for k in ("p_bird", "label", "p_dog", "p_cat")}
     pq_path = write_parquet(tmp_path / "c.parquet", reordered)
-    result = run_cli("score", csv_path, tsv_path, "-f", "json")
+    result = run_main("score", csv_path, tsv_path, "-f", "json")
     report = check_scored(result)
     assert report["rows"]["scored"] == 3
     expected = log_loss(GOOD_LABELS[:3], GOOD_PROBS[:3], labels=[0, 1, 2])
     assert report["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
 
-    result = run_cli("score", csv_path, tsv_path, pq_path, "-f", "json")
+    result = run_main("score", csv_path, tsv_path, pq_path, "-f", "json")
     if result.code == 0:
         report = check_scored(result)
         assert report["rows"]["scored"] == 4
@@ -387,7 +335,7 @@ def test_bad_rows_in_two_files_are_each_located_in_their_file(tmp_path: Path) ->
     """Rows are numbered per file, so each located row must say which file it is in."""
     first = write_csv(tmp_path / "first.csv", [HEADER, GOOD_ROWS[0], "dog,0.1,1.5,0.1", GOOD_ROWS[2]])
     second = write_csv(tmp_path / "second.csv", [HEADER, GOOD_ROWS[0], GOOD_ROWS[1], "cow,0.3,0.3,0.4"])
-    err = check_message(run_cli("score", first, second), 3)
+    err = check_message(run_main("score", first, second), 3)
     assert re.search(r"\b2 invalid rows\b", err), err
     lines = err.splitlines()
     at_row_2 = next(x for x in lines if re.search(r"\brow 2\b", x))
@@ -418,7 +366,7 @@ def test_garbage_behind_parquet_magic(tmp_path: Path, kind: str, seed: int) -> N
     path = tmp_path / "garbage.parquet"
     path.write_bytes(_garbage_parquet(kind, seed))
     started = time.monotonic()
-    result = run_cli("score", path, "-f", "json")
+    result = run_main("score", path, "-f", "json")
     assert time.monotonic() - started < 2.0
     check_data_error(result, path)
 
@@ -434,7 +382,7 @@ def test_absurd_parquet_footer_is_refused_quickly(tmp_path: Path, footer: int | 
     path = tmp_path / "absurd.parquet"
     path.write_bytes(bytes(data))
     started = time.monotonic()
-    result = run_cli("score", path, "-f", "json")
+    result = run_main("score", path, "-f", "json")
     assert time.monotonic() - started < 2.0
     check_data_error(result, path)
 
@@ -460,7 +408,7 @@ def test_flipped_bytes_in_parquet_data_pages(tmp_path: Path, compression: str) -
             damaged[flip.randrange(4, data_end)] = flip.randrange(256)
         path.write_bytes(bytes(damaged))
         columns = ["--pred", "probs", "--classes", "cat,dog,bird"] if seed % 2 else ["--pred", "p_*"]
-        result = run_cli("score", path, "-f", "json", "--chunk-rows", 300, *columns)
+        result = run_main("score", path, "-f", "json", "--chunk-rows", 300, *columns)
         if result.code == 0:
             check_scored(result)
         else:
@@ -513,7 +461,7 @@ def _custom_extension_table(extension: ProbabilityType) -> pa.Table:
 def test_custom_extension_type_column(tmp_path: Path, probability_type: ProbabilityType,
                                       suffix: str) -> None:
     path = _write_table(tmp_path / f"ext{suffix}", _custom_extension_table(probability_type))
-    err = check_data_error(run_cli("score", path), path, column="p_cat")
+    err = check_data_error(run_main("score", path), path, column="p_cat")
     assert "extension" in err
 
 
@@ -524,7 +472,7 @@ def test_uuid_extension_type_column(tmp_path: Path, suffix: str) -> None:
     ids = pa.array([uuid.UUID(int=1).bytes, uuid.UUID(int=2).bytes], pa.uuid())
     table = pa.table({"label": ["cat", "dog"], "p_cat": [0.6, 0.3], "p_dog": [0.4, 0.7], "row_id": ids})
     path = _write_table(tmp_path / f"uuid{suffix}", table)
-    err = check_data_error(run_cli("score", path), path, column="row_id")
+    err = check_data_error(run_main("score", path), path, column="row_id")
     assert "extension" in err
 
 
@@ -534,7 +482,7 @@ def test_unregistered_extension_type_column(tmp_path: Path, probability_type: Pr
     declares an extension-typed column."""
     path = _write_table(tmp_path / "ext.parquet", _custom_extension_table(probability_type))
     pa.unregister_extension_type("xent_test.probability")
-    err = check_data_error(run_cli("score", path), path, column="p_cat")
+    err = check_data_error(run_main("score", path), path, column="p_cat")
     assert "extension" in err
 
 
@@ -585,12 +533,12 @@ def test_corrupt_compressed_csv(tmp_path: Path, codec: str, suffix: str, how: st
     text = ("\n".join(lines) + "\n").replace(",", delimiter).encode()
     path = tmp_path / f"preds{suffix}"
     path.write_bytes(_damage(_compressed(text, codec), how))
-    check_data_error(run_cli("score", path, "-f", "json"), path)
+    check_data_error(run_main("score", path, "-f", "json"), path)
 
 
 def test_plain_text_named_gz(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "plain.csv.gz", [HEADER, *GOOD_ROWS])
-    check_data_error(run_cli("score", path), path)
+    check_data_error(run_main("score", path), path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,7 +562,7 @@ def test_twenty_thousand_columns(tmp_path: Path) -> None:
               f"({AS_LIMIT_BYTES}, {AS_LIMIT_BYTES})); from xentcli.cli import main; main()")
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", script, "score", str(path), "-f", "json"],
-                          capture_output=True, timeout=120, env=child_env())
+                          capture_output=True, timeout=120, env=clean_env())
     elapsed = time.monotonic() - started
     result = Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
     if result.code == 0:
@@ -631,14 +579,14 @@ def test_ten_megabyte_label_csv(tmp_path: Path) -> None:
     path = tmp_path / "huge_field.csv"
     path.write_bytes(("\n".join([HEADER, GOOD_ROWS[0]]) + "\n" + "x" * 10_000_000 + ",0.1,0.8,0.1\n"
                       + GOOD_ROWS[2] + "\n").encode())
-    check_data_error(run_cli("score", path, "-f", "json"), path)
+    check_data_error(run_main("score", path, "-f", "json"), path)
 
 
 def test_ten_megabyte_label_parquet(tmp_path: Path) -> None:
     table = good_table()
     table["label"] = ["cat", "x" * 10_000_000, "bird", "cat"]
     path = write_parquet(tmp_path / "huge_field.parquet", table)
-    check_data_error(run_cli("score", path, "-f", "json"), path, row=2, column="label", value="'xxx")
+    check_data_error(run_main("score", path, "-f", "json"), path, row=2, column="label", value="'xxx")
 
 
 # --------------------------------------------------------------------------------------------
@@ -655,7 +603,7 @@ def test_control_characters_in_a_bad_label_are_escaped(tmp_path: Path) -> None:
     path = tmp_path / "ctrl.csv"
     rows = [HEADER, GOOD_ROWS[0], f'"{ESC_RED}cat\t{MARKUP}\nnext",0.7,0.2,0.1', GOOD_ROWS[1]]
     path.write_bytes(("\n".join(rows) + "\n").encode())
-    err = check_data_error(run_cli("score", path), path, row=2, column="label")
+    err = check_data_error(run_main("score", path), path, row=2, column="label")
     assert "\\x1b[31m" in err and "\\t" in err and "\\n" in err
     assert MARKUP in err
 
@@ -668,7 +616,7 @@ def test_control_characters_in_column_names_are_escaped(tmp_path: Path) -> None:
         writer.writerow(["label", *names])
         writer.writerow([f"{ESC_RED}red", 0.5, 0.25, 0.25])
         writer.writerow([MARKUP, 1.5, 0.0, 0.0])
-    err = check_data_error(run_cli("score", path), path, row=2, value="1.5")
+    err = check_data_error(run_main("score", path), path, row=2, value="1.5")
     assert "p_\\x1b[31mred" in err
 
 
@@ -680,14 +628,14 @@ def test_control_characters_in_class_names_of_an_error(tmp_path: Path) -> None:
         writer.writerow(["label", f"p_{ESC_RED}red", f"p_{MARKUP}"])
         writer.writerow([f"{ESC_RED}red", 0.6, 0.4])
         writer.writerow(["cow", 0.3, 0.7])
-    err = check_data_error(run_cli("score", path), path, row=2, value="'cow'")
+    err = check_data_error(run_main("score", path), path, row=2, value="'cow'")
     assert MARKUP in err
 
 
 def test_missing_column_hint_escapes_column_names(tmp_path: Path) -> None:
     path = tmp_path / "ctrl_hint.csv"
     path.write_bytes(f'label,"p_{ESC_RED}red",p_ok\nok,0.5,0.5\n'.encode())
-    check_data_error(run_cli("score", path, "--pred", "p_red,p_ok"), path, value="p_red")
+    check_data_error(run_main("score", path, "--pred", "p_red,p_ok"), path, value="p_red")
 
 
 def test_hostile_class_names_in_reports(tmp_path: Path) -> None:
@@ -699,9 +647,9 @@ def test_hostile_class_names_in_reports(tmp_path: Path) -> None:
         writer.writerow(["label", f"p_{ESC_RED}red", f"p_{MARKUP}"])
         writer.writerow([f"{ESC_RED}red", 0.6, 0.4])
         writer.writerow([MARKUP, 0.3, 0.7])
-    report = check_scored(run_cli("score", path, "-f", "json"))
+    report = check_scored(run_main("score", path, "-f", "json"))
     assert report["layout"]["classes"] == [f"{ESC_RED}red", MARKUP]
-    table = run_cli("score", path)
+    table = run_main("score", path)
     assert table.code == 0, table.err
     assert MARKUP in table.out
     assert "\x1b" not in table.out, "raw ESC from the file in the table report"
@@ -716,7 +664,7 @@ def test_line_numbers_after_a_multiline_field(tmp_path: Path) -> None:
     path = tmp_path / "multiline.csv"
     lines = ["label,p_cat,p_dog", "cat,0.6,0.4", '"dog', 'more",0.3,0.7', "cat,1.5,0.4"]
     write_csv(path, lines)
-    result = run_cli("score", path, "--classes", "cat,dog")
+    result = run_main("score", path, "--classes", "cat,dog")
     err = check_data_error(result, path, row=2, line=3)
     assert re.search(r"\brow 3 \(line 5\)", err), err
 
@@ -727,7 +675,7 @@ def test_bad_text_cell_is_named_in_its_own_column(tmp_path: Path, cell: str) -> 
     """Cells that Python's float() accepts but a CSV number parser does not: the message must
     still point at the column that holds the cell, not at the first prediction column."""
     path = write_csv(tmp_path / "text_cell.csv", [HEADER, GOOD_ROWS[0], f"dog,0.3,{cell},0.1"])
-    err = check_data_error(run_cli("score", path), path, row=2, line=3, column="p_dog")
+    err = check_data_error(run_main("score", path), path, row=2, line=3, column="p_dog")
     assert "column 'p_cat'" not in err, err
 
 
@@ -735,12 +683,12 @@ def test_all_empty_probability_column_is_located(tmp_path: Path) -> None:
     """Every cell of the only probability column empty: null cells (invalid rows, SPEC section
     3) in a column that is there, not "no prediction columns found"."""
     path = write_csv(tmp_path / "empty_column.csv", ["label,p_pos", "1,", "0,"])
-    check_data_error(run_cli("score", path), path, row=1, line=2, column="p_pos")
+    check_data_error(run_main("score", path), path, row=1, line=2, column="p_pos")
 
 
 def test_everything_skipped_names_the_file(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "all_bad.csv", [HEADER, "cow,0.3,0.3,0.4", "dog,1.5,0.1,0.1"])
-    check_data_error(run_cli("score", path, "--on-invalid", "skip"), path)
+    check_data_error(run_main("score", path, "--on-invalid", "skip"), path)
 
 
 @pytest.mark.parametrize(("lines", "extra"), [
@@ -753,7 +701,7 @@ def test_no_numpy_warnings_on_stderr(tmp_path: Path, lines: list[str], extra: li
     on stderr, with a path inside site-packages; -q must leave stderr empty."""
     path = write_csv(tmp_path / "infinite.csv", lines)
     proc = subprocess.run(xent_command("score", path, "-f", "json", *extra), capture_output=True,
-                          timeout=60, env=child_env())
+                          timeout=60, env=clean_env())
     err = proc.stderr.decode()
     assert "Warning" not in err, err
     if "-q" in extra:
@@ -812,7 +760,7 @@ def _expected_skip(probs: np.ndarray, labels: np.ndarray) -> tuple[float, dict[s
 def test_skip_over_chunk_boundaries_csv(tmp_path: Path, chunk_rows: int) -> None:
     probs, labels, cells = _skip_rows()
     path = write_csv(tmp_path / "skip.csv", [HEADER] + [",".join(row) for row in cells])
-    result = run_cli("score", path, "--on-invalid", "skip", "--chunk-rows", chunk_rows, "-f", "json")
+    result = run_main("score", path, "--on-invalid", "skip", "--chunk-rows", chunk_rows, "-f", "json")
     report = check_scored(result)
     expected, reasons = _expected_skip(probs, labels)
     assert report["rows"]["read"] == 100
@@ -834,7 +782,7 @@ def test_skip_over_row_group_and_chunk_boundaries_parquet(tmp_path: Path) -> Non
         "p_dog": pa.array(p_dog, pa.float64()),
         "p_bird": [float(cells[i][3]) for i in kept],
     }, row_group_size=7)
-    result = run_cli("score", path, "--on-invalid", "skip", "--chunk-rows", 4, "-f", "json")
+    result = run_main("score", path, "--on-invalid", "skip", "--chunk-rows", 4, "-f", "json")
     report = check_scored(result)
     bad = [i for i in kept if i in DAMAGE]
     good = [i for i in kept if i not in DAMAGE]
@@ -862,7 +810,7 @@ def many_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _run_with_closing_reader(args: list[object], read_first: int) -> Result:
     """Like ``xent ARGS | head -c N``: the reader takes ``read_first`` bytes, then closes."""
     proc = subprocess.Popen(xent_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=child_env())
+                            env=clean_env())
     assert proc.stdout is not None and proc.stderr is not None
     if read_first:
         proc.stdout.read(read_first)
@@ -931,7 +879,7 @@ def test_ctrl_c_exits_130_without_a_report(tmp_path: Path) -> None:
     report = out_dir / "out.json"
     # small chunks: several seconds of work, so the signal lands mid-stream
     proc = subprocess.Popen(xent_command("score", path, "-f", "json", "-o", report, "--chunk-rows", 32),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
     _wait_until_working(proc)
     time.sleep(0.5)
     assert proc.poll() is None, "finished before the interrupt: make the input larger"
@@ -973,7 +921,7 @@ def test_internal_error_on_the_reader_thread(tmp_path: Path, monkeypatch: pytest
     --debug, no report written, no hang."""
     _fail_on_third_call(monkeypatch)
     report = tmp_path / "report.json"
-    result = run_cli("score", _long_csv(tmp_path), "--chunk-rows", 4, "-f", "json", "-o", report)
+    result = run_main("score", _long_csv(tmp_path), "--chunk-rows", 4, "-f", "json", "-o", report)
     assert result.code == 4, result.err
     assert result.out == ""
     assert "Traceback" not in result.err
@@ -986,7 +934,7 @@ def test_internal_error_on_the_reader_thread(tmp_path: Path, monkeypatch: pytest
 def test_internal_error_on_the_reader_thread_with_debug(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     _fail_on_third_call(monkeypatch)
-    result = run_cli("score", _long_csv(tmp_path), "--chunk-rows", 4, "--debug")
+    result = run_main("score", _long_csv(tmp_path), "--chunk-rows", 4, "--debug")
     assert result.code == 4
     assert result.out == ""
     assert "Traceback" in result.err
@@ -1001,7 +949,7 @@ def test_internal_error_while_rendering_leaves_no_report(tmp_path: Path,
     monkeypatch.setattr("xentcli.report.render.render", broken_render)
     report = tmp_path / "out" / "report.json"
     report.parent.mkdir()
-    result = run_cli("score", _long_csv(tmp_path), "-f", "json", "-o", report)
+    result = run_main("score", _long_csv(tmp_path), "-f", "json", "-o", report)
     assert result.code == 4, result.err
     assert "Traceback" not in result.err and "--debug" in result.err
     assert list(report.parent.iterdir()) == []
@@ -1015,7 +963,7 @@ def test_unwritable_output_is_not_an_internal_error(tmp_path: Path, target: str)
     if target == "a-directory":
         out.mkdir()
     source = _long_csv(tmp_path)
-    result = run_cli("score", source, "-f", "json", "-o", out)
+    result = run_main("score", source, "-f", "json", "-o", out)
     assert result.code in (2, 3), result.err
     assert "Traceback" not in result.err
     assert "this is a bug" not in result.err

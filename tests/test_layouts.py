@@ -21,14 +21,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from helpers import load_json, run_cli, write_parquet
 from scipy.special import log_softmax, rel_entr, softmax, xlogy
 from scipy.stats import entropy
 from sklearn.metrics import log_loss
 
 from xentcli import ScoreOptions, score
-from xentcli.cli import main
 from xentcli.io.layout import LayoutRequest
 
 RTOL = 1e-9  # against an oracle
@@ -45,34 +44,6 @@ UNITLESS_CLASS_KEYS = ("support", "share", "mean_pred", "loss_share", "accuracy"
 # Helpers
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> Result:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
-def _no_constant(name: str) -> Any:
-    raise AssertionError(f"JSON holds the non-standard constant {name}")
-
-
-def load_json(text: str) -> dict[str, Any]:
-    data = json.loads(text, parse_constant=_no_constant)
-    assert isinstance(data, dict)
-    return data
-
-
 def run(paths: Path | Sequence[Path], **kwargs: Any) -> dict[str, Any]:
     """``xentcli.score`` → the JSON dict; layout flags and options in one keyword list."""
     layout_keys = set(LayoutRequest.__dataclass_fields__)
@@ -82,11 +53,6 @@ def run(paths: Path | Sequence[Path], **kwargs: Any) -> dict[str, Any]:
     report = score([str(p) for p in path_list], options).to_dict()
     json.dumps(report, allow_nan=False)  # what the CLI prints must be strict JSON
     return report
-
-
-def write_parquet(path: Path, columns: dict[str, Any]) -> Path:
-    pq.write_table(pa.table(columns), path)
-    return path
 
 
 def write_csv(path: Path, columns: dict[str, Sequence[Any]]) -> Path:
