@@ -43,7 +43,7 @@ from helpers import (
 )
 from sklearn.metrics import log_loss
 
-import xentcli.pipeline
+import xentcli.stream
 
 RTOL = 1e-9  # against scikit-learn / NumPy on the good rows
 EPS = float(np.finfo(np.float64).eps)
@@ -900,7 +900,7 @@ def test_ctrl_c_exits_130_without_a_report(tmp_path: Path) -> None:
 
 def _fail_on_third_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make decode() (run on the read-ahead thread) raise on its third chunk."""
-    real = xentcli.pipeline.decode
+    real = xentcli.stream.decode
     calls = {"n": 0}
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -909,7 +909,7 @@ def _fail_on_third_call(monkeypatch: pytest.MonkeyPatch) -> None:
             raise RuntimeError("decoder exploded\nsecond line of detail")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(xentcli.pipeline, "decode", flaky)
+    monkeypatch.setattr(xentcli.stream, "decode", flaky)
 
 
 def _long_csv(tmp_path: Path) -> Path:

@@ -19,10 +19,12 @@ import numpy as np
 import numpy.typing as npt
 
 from xentcli import __version__
+from xentcli.core.accumulator import unit_factor
 from xentcli.core.kernels import Floats, LogProbs, row_stats
 from xentcli.errors import DataError, UsageError, escape_value
-from xentcli.pipeline import Chunk, Rows, ScoreOptions, score
+from xentcli.pipeline import ScoreOptions, score
 from xentcli.report.model import SCHEMA_VERSION, GateOutcome, Report
+from xentcli.stream import Chunk, Rows
 
 MAX_BUCKETS = 4096
 # metrics with a bootstrap interval: all are ratios of per-row sums
@@ -242,7 +244,7 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], options: Compar
 
 def _assemble(base_report: Report, new_report: Report, base: dict[str, Floats], new: dict[str, Floats],
               options: CompareOptions, join: str) -> CompareReport:
-    unit = 1.0 if options.score.base == "e" else math.log(float(options.score.base))
+    unit = unit_factor(options.score.base)
     diffs = (bootstrap_diffs(base, new, len(base_report.classes), options.bootstrap, options.seed)
              if options.bootstrap > 0 else {})
     alpha = (1 - options.confidence) / 2

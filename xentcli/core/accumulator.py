@@ -21,6 +21,11 @@ DEFAULT_EPS = float(np.finfo(np.float64).eps)
 UNITS = {"e": "nats", "2": "bits", "10": "hartleys"}
 
 
+def unit_factor(base: str) -> float:
+    """Nats per unit of the report: 1 (nats), ln 2 (bits) or ln 10 (hartleys)."""
+    return 1.0 if base == "e" else math.log(float(base))
+
+
 def _zeros_stats(n_classes: int) -> ChunkStats:
     vector = np.zeros(n_classes)
     return ChunkStats(
@@ -173,7 +178,7 @@ def entropy_of(distribution: Floats) -> float:
 
 def finalize_stats(stats: ChunkStats, base: str = "e") -> Scores:
     """Turn sums into the metrics of SPEC section 1."""
-    unit = 1.0 if base == "e" else math.log(float(base))
+    unit = unit_factor(base)
     w = stats.weight_sum
 
     def mean(total: float) -> float | None:

@@ -7,6 +7,7 @@ are vectorised adds of whole columns rather than short strided loops.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,8 @@ class LogProbs:
     clipped_mask: npt.NDArray[np.bool_] | None  # where q < eps (probs scale only)
     exact_logs: bool  # True when log q came from logits/logprobs, not from clipping q
 
-    def select(self, rows: npt.NDArray[np.bool_]) -> LogProbs:
-        """The same predictions for a subset of rows."""
+    def select(self, rows: npt.NDArray[Any]) -> LogProbs:
+        """The same predictions for a subset of rows (a mask or indices)."""
         mask = None if self.clipped_mask is None else self.clipped_mask[:, rows]
         return LogProbs(self.probs[:, rows], self.log_probs[:, rows], mask, self.exact_logs)
 
@@ -72,8 +73,8 @@ def from_probs(probs: Floats, eps: float) -> LogProbs:
 
 
 def from_logits(logits: Floats) -> LogProbs:
-    """Stable log-softmax over classes (max subtracted); a single row of binary logits is
-    expanded by the caller with :func:`binary_logit_to_logits`."""
+    """Stable log-softmax over classes (max subtracted). A binary file's single logit x arrives
+    as the pair [0, x], whose log-softmax is [log(1 − σ(x)), log σ(x)]."""
     shifted = logits - logits.max(axis=0)
     log_norm = np.log(np.exp(shifted).sum(axis=0))
     log_probs = shifted - log_norm
@@ -85,13 +86,11 @@ def from_log_probs(log_probs: Floats) -> LogProbs:
     return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)
 
 
-def binary_logit_to_log_probs(logit: Floats) -> Floats:
-    """log-sigmoid of one binary logit, stacked as ``(2, rows)``: [log(1−σ(x)), log σ(x)].
-
-    log σ(x) = −(max(−x, 0) + log1p(exp(−|x|))): finite and exact for |x| up to 1e308.
-    """
-    soft = np.log1p(np.exp(-np.abs(logit)))
-    return np.stack([-(np.maximum(logit, 0) + soft), -(np.maximum(-logit, 0) + soft)])
+def log1mexp(log_p: Floats) -> Floats:
+    """log(1 − p) from log p, accurate at both ends (Mächler 2012): log(−expm1(x)) near 0,
+    log1p(−exp(x)) below −ln 2."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where(log_p > -math.log(2), np.log(-np.expm1(log_p)), np.log1p(-np.exp(log_p)))
 
 
 def row_pred_entropy(pred: LogProbs) -> Floats:

@@ -5,15 +5,22 @@ PyTorch's ``BCELoss`` with mean reduction)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from xentcli.core import kernels
-from xentcli.core.accumulator import DEFAULT_EPS, Accumulator, ClassScores, Scale, Scores, safe_exp
-from xentcli.core.kernels import Floats
+from xentcli.core.accumulator import (
+    DEFAULT_EPS,
+    Accumulator,
+    ClassScores,
+    Scale,
+    Scores,
+    safe_exp,
+    unit_factor,
+)
+from xentcli.core.kernels import Floats, log1mexp
 
 
 def _bernoulli(column: Floats, scale: str, eps: float) -> kernels.LogProbs:
@@ -21,7 +28,7 @@ def _bernoulli(column: Floats, scale: str, eps: float) -> kernels.LogProbs:
     if scale == "logits":
         return kernels.from_logits(np.stack([np.zeros_like(column), column]))
     if scale == "logprobs":
-        return kernels.from_log_probs(np.stack([np.log1p(-np.exp(column)), column]))
+        return kernels.from_log_probs(np.stack([log1mexp(column), column]))
     return kernels.from_probs(np.stack([1.0 - column, column]), eps)
 
 
@@ -69,7 +76,7 @@ class MultilabelAccumulator:
                      for s, acc in zip(scores, self.per_label, strict=True)]
         ce = _mean([s.cross_entropy for s in scores])
         prior = _mean([s.prior_entropy for s in scores])
-        unit = 1.0 if base == "e" else math.log(float(base))
+        unit = unit_factor(base)
         return replace(
             scores[0],
             cross_entropy=ce,

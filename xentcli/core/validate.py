@@ -42,11 +42,10 @@ def top_value(tol: Tolerance) -> float:
     return float(np.finfo(np.float64).max) if tol.renormalize else 1.0
 
 
-def _row_ok(values: Floats, is_prob: bool, tol: Tolerance) -> Mask:
+def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float) -> Mask:
     """Rows that pass every check (the fast path: two whole-block reductions and a row sum)."""
     if not is_prob:
         return np.asarray(np.isfinite(values).all(axis=0))
-    top = top_value(tol)
     if values.size and values.min() >= 0 and values.max() <= top:  # NaN fails both
         ok = np.ones(values.shape[1], dtype=bool)
     else:
@@ -58,11 +57,12 @@ def _row_ok(values: Floats, is_prob: bool, tol: Tolerance) -> Mask:
 
 
 def _distribution_codes(
-    values: Floats, null_rows: Mask | None, is_prob: bool, tol: Tolerance
+    values: Floats, null_rows: Mask | None, is_prob: bool, tol: Tolerance, top: float | None = None
 ) -> Codes | None:
     """Reason per row for a (classes, rows) block of probabilities (or logits if not is_prob)."""
     n_rows = values.shape[1]
-    ok = _row_ok(values, is_prob, tol)
+    top = top_value(tol) if top is None else top
+    ok = _row_ok(values, is_prob, tol, top)
     if null_rows is not None:
         ok &= ~null_rows
     if ok.all():
@@ -71,7 +71,7 @@ def _distribution_codes(
     bad = np.flatnonzero(~ok)
     sub = values[:, bad]
     finite = np.isfinite(sub).all(axis=0)
-    in_range = ((sub >= 0) & (sub <= top_value(tol))).all(axis=0) if is_prob else finite
+    in_range = ((sub >= 0) & (sub <= top)).all(axis=0) if is_prob else finite
     codes[bad] = np.where(finite, np.where(in_range, SUM_OFF, OUT_OF_RANGE), NOT_FINITE)
     if null_rows is not None:
         codes[null_rows] = NULL
@@ -89,10 +89,34 @@ def merge_codes(codes: Codes | None, more: Codes | None) -> Codes | None:
     return codes
 
 
+def overlay_forced(codes: Codes | None, forced: Codes | None) -> Codes | None:
+    """Reasons found while decoding (text that is not a number, a list of the wrong length)
+    replace what validation saw in the same row (the NaN such a cell became), but not a
+    problem with the row's label."""
+    if forced is None:
+        return codes
+    if codes is None:
+        return forced
+    take = (forced != 0) & (codes != MISSING_LABEL) & (codes != UNKNOWN_LABEL)
+    codes[take] = forced[take]
+    return codes
+
+
+def _prediction_codes(preds: Floats, nulls: Mask | None, scale: str, tol: Tolerance) -> Codes | None:
+    if scale == "probs":
+        return _distribution_codes(preds, nulls, True, tol)
+    codes = _distribution_codes(preds, nulls, False, tol)  # logits, logprobs: finite
+    if scale == "logprobs":  # and these must be the logs of a distribution
+        as_probs = Tolerance(tol.sum_tol, False, tol.check_sums)
+        probs = np.exp(np.minimum(preds, 1.0))  # a log-probability above 0 is out of range, not inf
+        codes = merge_codes(codes, _distribution_codes(probs, None, True, as_probs, top=1.0 + tol.sum_tol))
+    return codes
+
+
 def check_rows(
     preds: Floats,
     pred_nulls: Mask | None,
-    preds_are_probs: bool,
+    scale: str,
     labels: npt.NDArray[np.intp] | None,
     targets: Floats | None,
     target_nulls: Mask | None,
@@ -103,7 +127,7 @@ def check_rows(
     """Reason codes for every row of a chunk, or None when every row is valid.
 
     Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``)."""
-    codes = _distribution_codes(preds, pred_nulls, preds_are_probs, tol)
+    codes = _prediction_codes(preds, pred_nulls, scale, tol)
     if targets is not None:
         target_tol = Tolerance(tol.sum_tol, renormalize=False, check_sums=tol.check_sums)
         codes = merge_codes(codes, _distribution_codes(targets, target_nulls, True, target_tol))

@@ -10,8 +10,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xentcli.core.kernels import Floats
-from xentcli.core.validate import LIST_LENGTH, NOT_A_NUMBER, Codes, Mask
+from xentcli.core.kernels import Floats, log1mexp
+from xentcli.core.validate import LIST_LENGTH, NOT_A_NUMBER, Codes, Mask, merge_codes
 from xentcli.errors import DataError, escape_value
 from xentcli.io.layout import Layout, is_text
 
@@ -67,7 +67,7 @@ def _primitive(column: pa.Array) -> npt.NDArray[np.number]:
                          offset=column.offset * dtype.itemsize)
 
 
-def _ints_or(column: pa.Array, null_value: int) -> npt.NDArray[np.intp]:
+def ints_or(column: pa.Array, null_value: int) -> npt.NDArray[np.intp]:
     """An integer column as NumPy with nulls replaced."""
     values = _primitive(column).astype(np.intp)
     nulls = _nulls(column)
@@ -96,13 +96,24 @@ def _text_to_float(column: pa.Array) -> tuple[Floats, Mask | None]:
     values = np.full(len(column), np.nan)
     bad = np.zeros(len(column), dtype=bool)
     for i, text in enumerate(column.to_pylist()):
-        if text is None:
+        if not text:  # null or empty: a null, not bad text
             continue
-        try:
-            values[i] = float(pa.scalar(text).cast(pa.float64()).as_py())
-        except (pa.ArrowInvalid, TypeError, ValueError):
+        try:  # one cell at a time, by Arrow's rules (a slice, not pa.scalar: see above)
+            values[i] = _floats(column.slice(i, 1).cast(pa.float64()))[0]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             bad[i] = True
     return values, bad
+
+
+def _empty_text(column: pa.Array) -> Mask | None:
+    """Where a text column holds "" (a CSV read as text shows an empty cell that way)."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return None
+    width = 8 if pa.types.is_large_string(column.type) else 4
+    offsets = np.frombuffer(column.buffers()[1], dtype=f"i{width}", count=len(column) + 1,
+                            offset=column.offset * width)
+    empty = np.diff(offsets) == 0
+    return empty if empty.any() else None
 
 
 def to_float(column: pa.Array) -> tuple[Floats, Mask | None]:
@@ -133,10 +144,11 @@ def _wide(
     bad_text: Mask | None = None
     for k, name in enumerate(names):
         column = batch.column(name)
-        if is_text(column.type):  # CSV text fallback: an empty cell is a null, not bad text
-            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
         out[k], bad = to_float(column)
         column_nulls = _nulls(column)
+        empty = _empty_text(column)
+        if empty is not None:
+            column_nulls = empty if column_nulls is None else column_nulls | empty
         if column_nulls is not None:
             nulls = column_nulls if nulls is None else nulls | column_nulls
         if bad is not None:
@@ -149,7 +161,7 @@ def _listed(column: pa.Array, n_classes: int) -> tuple[Floats, Mask | None, Mask
     if pa.types.is_list_view(column.type):
         column = column.cast(pa.list_(column.type.value_type))
     n_rows = len(column)
-    lengths = _ints_or(pc.list_value_length(column), -1)
+    lengths = ints_or(pc.list_value_length(column), -1)
     good = lengths == n_classes
     if good.all():
         flat = column.flatten() if not pa.types.is_fixed_size_list(column.type) else column.values
@@ -232,7 +244,7 @@ class LabelMapper:
         encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
         texts = [_label_text(v) for v in encoded.dictionary.to_pylist()]
         codes = np.array([self._code(t) for t in texts] + [MISSING], dtype=np.intp)
-        indices = _ints_or(encoded.indices, len(texts))
+        indices = ints_or(encoded.indices, len(texts))
         return codes[indices]
 
 
@@ -269,7 +281,7 @@ def decode(
         targets, target_nulls, bad_target = _wide(batch, layout.target_columns)
         if bad_target is not None:
             more = np.where(bad_target, NOT_A_NUMBER, 0).astype(np.uint8)
-            forced = more if forced is None else np.maximum(forced, more)
+            forced = merge_codes(forced, more)
     weights = weight_nulls = None
     if layout.weight_column is not None:
         column = batch.column(layout.weight_column)
@@ -287,5 +299,5 @@ def _binary_block(positive: Floats, scale: str) -> Floats:
     if scale == "logits":
         return np.concatenate([np.zeros_like(positive), positive])
     if scale == "logprobs":
-        return np.concatenate([np.log1p(-np.exp(positive)), positive])
+        return np.concatenate([log1mexp(positive), positive])
     return np.concatenate([1.0 - positive, positive])

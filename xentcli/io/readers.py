@@ -33,22 +33,28 @@ class RaggedRows:
     lines: list[int | None] = field(default_factory=list)  # every one's line (None: unknown)
     count: int = 0
 
-    def handler(self, row: pacsv.InvalidRow) -> str:
+    def handler(self, row: pacsv.InvalidRow, line: int | None = None) -> str:
         with self.lock:
             self.count += 1
-            self.lines.append(row.number)
+            self.lines.append(line)
             if len(self.rows) < 5:
-                self.rows.append((row.number, row.expected_columns, row.actual_columns, row.text))
+                self.rows.append((line, row.expected_columns, row.actual_columns, row.text))
         return "skip"
+
+    def located_handler(self, row: pacsv.InvalidRow) -> str:
+        return self.handler(row, row.number)
 
     @property
     def located(self) -> bool:
         return None not in self.lines
 
 
-def _csv_parse_options(source: Source, ragged: RaggedRows | None = None) -> pacsv.ParseOptions:
+def _csv_parse_options(source: Source, ragged: RaggedRows | None = None, lines: bool = True,
+                       ) -> pacsv.ParseOptions:
+    """``lines=False`` for a piece of a file split for parallel parsing, where pyarrow numbers
+    lines from the piece's start: the ragged rows are counted, their lines found later."""
     delimiter = "\t" if source.format == "tsv" else ","
-    handler = ragged.handler if ragged is not None else None
+    handler = None if ragged is None else ragged.located_handler if lines else ragged.handler
     return pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler)
 
 
@@ -118,7 +124,7 @@ def _parallel_csv(
     if header_end <= 0:
         return
     read = pacsv.ReadOptions(column_names=names, use_threads=False)
-    parse = _csv_parse_options(source, ragged)
+    parse = _csv_parse_options(source, ragged, lines=False)
     convert = _csv_convert(column_types, columns)
 
     def parse_range(piece: tuple[int, int]) -> pa.Table:

@@ -14,7 +14,6 @@ from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS, Report
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-FORMATS = ("table", "json", "csv", "markdown")
 METRIC_LABELS = {
     "cross_entropy": "cross-entropy (log loss)",
     "entropy_target": "entropy of targets",

@@ -1,0 +1,495 @@
+"""The streaming pass: read → decode (on a reader thread) → validate → accumulate, block by block.
+
+A pass over one file fills a fresh :class:`Tally`; only a pass that completes is merged into the
+run, so a CSV re-read as text after pyarrow refused a cell starts from nothing and nothing is
+counted twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from xentcli.core import validate
+from xentcli.core.accumulator import Accumulator, Scale
+from xentcli.core.kernels import LogProbs, row_losses
+from xentcli.core.multilabel import MultilabelAccumulator
+from xentcli.errors import CellProblem, InvalidRowsError, escape_value, one_of
+from xentcli.io import readers
+from xentcli.io.decode import Decoded, LabelMapper, decode, ints_or
+from xentcli.io.layout import Layout
+from xentcli.io.sources import Source
+from xentcli.report.model import WorstRow
+
+AnyAccumulator = Accumulator | MultilabelAccumulator
+Index = npt.NDArray[np.intp]
+# (chunk, valid rows' indices in the chunk, their 1-based ordinals over all inputs, predictions,
+#  valid rows) -> None
+RowSink = Callable[["Chunk", Index, Index, LogProbs, "Rows"], None]
+MAX_PROBLEMS_SHOWN = 5
+READ_AHEAD = 2
+# Decoded chunks live in a ring of buffers. The producer fills buffer j % BUFFERS for chunk j
+# only after the blocks of chunk j-1 were queued; at most READ_AHEAD blocks wait in the queue and
+# one is being scored, so the chunk that last used the buffer is done with by then.
+BUFFERS = READ_AHEAD + 2
+# Arrow decodes best in large batches, NumPy computes best on blocks that stay in the CPU cache
+# across the dozen passes the math makes: each decoded chunk is scored in blocks of this many rows.
+MATH_BLOCK_ROWS = 16384
+CHUNK_VALUES = 1 << 21  # at most this many predictions (16 MiB as float64) in one decoded chunk
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What the streaming pass needs from the run's options."""
+
+    eps: float
+    sum_tol: float
+    renormalize: bool
+    chunk_rows: int
+    worst: int
+
+
+@dataclass
+class Chunk:
+    """A decoded block of rows with where it came from."""
+
+    source: Source
+    first_row: int  # 1-based data row of the block's first row, within its file
+    batch: pa.RecordBatch
+    decoded: Decoded
+
+
+@dataclass
+class Rows:
+    """The valid rows of a block as the core wants them (class-major)."""
+
+    preds: npt.NDArray[np.float64]
+    labels: Index | None
+    targets: npt.NDArray[np.float64] | None
+    weights: npt.NDArray[np.float64] | None
+
+    def subset(self, rows: npt.NDArray[Any]) -> Rows:
+        """Some of the rows (a mask or indices)."""
+        return Rows(self.preds[:, rows], None if self.labels is None else self.labels[rows],
+                    None if self.targets is None else self.targets[:, rows],
+                    None if self.weights is None else self.weights[rows])
+
+
+@dataclass
+class Problems:
+    """Invalid rows: counts by reason and the lowest-numbered few, located."""
+
+    by_reason: dict[str, int] = field(default_factory=dict)
+    shown: list[tuple[Source, CellProblem]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_reason.values())
+
+    def add(self, counts: dict[str, int]) -> None:
+        for reason, n in counts.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+
+    def merge(self, other: Problems) -> None:
+        self.add(other.by_reason)
+        self.shown.extend(other.shown)
+
+    def error(self, file_order: dict[str, int]) -> InvalidRowsError:
+        """The error for the first few problems in file and row order."""
+        shown = sorted(self.shown, key=lambda item: (file_order.get(item[0].name, 0), item[1].row))
+        shown = shown[:MAX_PROBLEMS_SHOWN]
+        files = list(dict.fromkeys(s.name for s, _ in shown))
+        problems = [p if len(files) == 1 else replace(p, file=s.name) for s, p in shown]
+        return InvalidRowsError(", ".join(files), problems, self.count, _hint(shown[0][1].reason),
+                                dict(self.by_reason))
+
+
+def _hint(reason: str) -> str:
+    hints = {
+        "sum_off": "fix the model's output, raise --sum-tol, or pass --renormalize",
+        "unknown_label": "check the class names (xent inspect FILE), or pass --classes",
+        "ragged_row": "check the quoting and delimiter of that line",
+    }
+    return hints.get(reason, "fix the file, or pass --on-invalid skip to drop and count such rows")
+
+
+@dataclass
+class Tally:
+    """Everything a pass accumulates; one per file pass, merged into the run's when it succeeds."""
+
+    total: AnyAccumulator
+    groups: dict[tuple[str, ...], AnyAccumulator] = field(default_factory=dict)
+    worst: list[tuple[float, int, WorstRow]] = field(default_factory=list)  # heap of (loss, -ordinal)
+    problems: Problems = field(default_factory=Problems)
+    rows_read: int = 0
+    sink_calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """A scoring pass over all inputs."""
+
+    settings: StreamSettings
+    layout: Layout
+    labels: LabelMapper | None
+    n_classes: int
+    tally: Tally = field(init=False)
+    progress: Callable[[int, int | None], None] | None = None
+    total_rows: int | None = None  # for the progress bar, when metadata knows it
+    row_sink: RowSink | None = None
+    ragged_rows: dict[str, list[int]] = field(default_factory=dict)  # file → data rows dropped
+
+    def __post_init__(self) -> None:
+        self.tally = Tally(self.new_accumulator())
+
+    @property
+    def chunk_rows(self) -> int:
+        """--chunk-rows, lowered for very wide files so that a chunk stays near CHUNK_VALUES."""
+        return max(1, min(self.settings.chunk_rows, CHUNK_VALUES // max(self.n_classes, 1)))
+
+    def new_accumulator(self) -> AnyAccumulator:
+        scale = cast(Scale, self.layout.scale)
+        if self.layout.multilabel:
+            return MultilabelAccumulator(self.n_classes, self.settings.eps, scale)
+        return Accumulator(self.n_classes, self.settings.eps, scale)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.labels.final_classes() if self.labels else list(self.layout.classes or ())
+
+
+def _read_ahead(items: Iterator[Chunk]) -> Iterator[Chunk]:
+    """Run the producer (file reads and Arrow → NumPy decoding) on a thread, READ_AHEAD blocks
+    ahead, so that decoding and the math overlap on two cores."""
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(("item", item))
+            buffer.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            buffer.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="xent-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, payload = buffer.get()
+            if kind == "item":
+                yield payload
+            elif kind == "error":
+                raise payload
+            else:
+                return
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.RaggedRows) -> Iterator[Chunk]:
+    layout = run.layout
+    if text_mode:
+        batches = readers.iter_csv_text(source, layout.columns, run.chunk_rows, ragged)
+    else:
+        batches = readers.iter_batches(source, layout.columns, layout.csv_types(),
+                                       run.chunk_rows, ragged, layout.key_columns)
+    first_row = 1
+    ring = [np.empty((len(layout.pred_columns), run.chunk_rows)) for _ in range(BUFFERS)]
+    for j, batch in enumerate(batches):
+        decoded = decode(batch, layout, run.n_classes, run.labels, ring[j % BUFFERS])
+        for start in range(0, batch.num_rows, MATH_BLOCK_ROWS):
+            stop = min(start + MATH_BLOCK_ROWS, batch.num_rows)
+            yield Chunk(source, first_row + start, batch.slice(start, stop - start),
+                        decoded.rows(start, stop))
+        first_row += batch.num_rows
+
+
+def score_source(run: Run, source: Source) -> None:
+    """Score one file into ``run``. A CSV whose cells pyarrow refused is read again as text, so
+    that every bad cell is located and handled like any other invalid value."""
+    for text_mode in (False, True):
+        tally = Tally(run.new_accumulator())
+        ragged = readers.RaggedRows()
+        try:
+            for chunk in _read_ahead(_file_chunks(run, source, text_mode, ragged)):
+                _score_chunk(run, tally, chunk)
+        except pa.ArrowInvalid as exc:
+            if text_mode or source.format not in ("csv", "tsv") or "conversion error" not in str(exc):
+                raise readers.unreadable(source, exc) from exc
+            continue
+        except (pa.ArrowException, OSError) as exc:
+            raise readers.unreadable(source, exc) from exc
+        _add_ragged(run, tally, source, ragged)
+        _merge_tally(run, tally)
+        return
+
+
+def _merge_tally(run: Run, part: Tally) -> None:
+    total = run.tally
+    total.total = _merged(total.total, part.total)
+    for key, acc in part.groups.items():
+        total.groups[key] = _merged(total.groups[key], acc) if key in total.groups else acc
+    for item in part.worst:
+        _push_worst(total.worst, item, run.settings.worst)
+    total.problems.merge(part.problems)
+    total.rows_read += part.rows_read
+    if run.row_sink is not None:
+        for call in part.sink_calls:
+            run.row_sink(*call)
+
+
+def _merged(total: AnyAccumulator, part: AnyAccumulator) -> AnyAccumulator:
+    if isinstance(total, MultilabelAccumulator) and isinstance(part, MultilabelAccumulator):
+        return total.merge(part)
+    if isinstance(total, Accumulator) and isinstance(part, Accumulator):
+        return total.merge(part)
+    raise TypeError("cannot merge accumulators of different kinds")
+
+
+def _score_chunk(run: Run, tally: Tally, chunk: Chunk) -> None:
+    # every non-finite value is found and reported by validation: NumPy need not warn about it
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        _score_valid_rows(run, tally, chunk)
+    if run.progress is not None:
+        run.progress(run.tally.rows_read + tally.rows_read, run.total_rows)
+
+
+def _score_valid_rows(run: Run, tally: Tally, chunk: Chunk) -> None:
+    d = chunk.decoded
+    first_ordinal = run.tally.rows_read + tally.rows_read + 1  # counted over all inputs
+    tally.rows_read += chunk.batch.num_rows
+    settings = run.settings
+    tol = validate.Tolerance(settings.sum_tol, settings.renormalize, not run.layout.multilabel)
+    codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale, d.labels, d.targets,
+                                d.target_nulls, d.weights, d.weight_nulls, tol)
+    codes = validate.overlay_forced(codes, d.forced)
+    rows = Rows(d.preds, d.labels, d.targets, d.weights)
+    local = np.arange(chunk.batch.num_rows)
+    if codes is not None and codes.any():
+        _record_problems(run, tally, chunk, codes)
+        local = np.flatnonzero(codes == 0)
+        rows = rows.subset(local)
+    if settings.renormalize and run.layout.scale == "probs":
+        rows.preds = rows.preds / rows.preds.sum(axis=0)
+    pred = _accumulate(tally.total, rows)
+    if run.layout.group_columns:
+        _update_groups(run, tally, chunk, local, rows, pred)
+    if settings.worst > 0 and pred is not None:
+        _update_worst(run, tally, chunk, local, first_ordinal, pred, rows)
+    if run.row_sink is not None and pred is not None:
+        tally.sink_calls.append((chunk, local, first_ordinal + local, pred, rows))
+
+
+def _accumulate(acc: AnyAccumulator, rows: Rows, pred: LogProbs | None = None) -> LogProbs | None:
+    """Add rows to an accumulator; returns the predictions' logs (None for multilabel)."""
+    if isinstance(acc, MultilabelAccumulator):
+        assert rows.targets is not None
+        acc.update_columns(rows.preds, rows.targets, rows.weights)
+        return None
+    pred = acc.log_probs(rows.preds) if pred is None else pred
+    acc.update_class_major(pred, rows.labels, rows.targets, rows.weights)
+    return pred
+
+
+def _record_problems(run: Run, tally: Tally, chunk: Chunk, codes: validate.Codes) -> None:
+    tally.problems.add(validate.reason_counts(codes))
+    room = MAX_PROBLEMS_SHOWN - sum(p.reason != "ragged_row" for _, p in tally.problems.shown)
+    for row in np.flatnonzero(codes)[: max(room, 0)]:
+        problem = describe_problem(run.layout, chunk, int(row), int(codes[row]), run.settings.renormalize)
+        tally.problems.shown.append((chunk.source, problem))
+
+
+def _cell_text(batch: pa.RecordBatch, column: str, row: int) -> str:
+    value = batch.column(column)[row].as_py()
+    return "null" if value is None else escape_value(value if isinstance(value, str) else repr(value))
+
+
+def _as_number(value: Any) -> float | None:
+    """A cell as the reader parses numbers (Arrow's rules, not Python's float(), which also takes
+    '1_0' and other digits); None when it is not a number."""
+    if not isinstance(value, str):
+        return float(value)
+    try:
+        return float(pa.array([value]).cast(pa.float64())[0].as_py())
+    except (pa.ArrowInvalid, TypeError):
+        return None
+
+
+def _bad_cell(code: int, value: Any, low: float, high: float) -> bool:
+    """Does this raw cell explain reason ``code``?"""
+    if code == validate.NULL:
+        return value is None or value == ""  # a CSV read as text shows an empty cell as ""
+    if value is None or code not in (validate.NOT_A_NUMBER, validate.NOT_FINITE, validate.OUT_OF_RANGE):
+        return False
+    number = _as_number(value)
+    if number is None:
+        return code == validate.NOT_A_NUMBER
+    if code == validate.NOT_FINITE:
+        return not math.isfinite(number)
+    return code == validate.OUT_OF_RANGE and not low <= number <= high
+
+
+def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormalize: bool = False,
+                     ) -> CellProblem:
+    """Locate a bad row's reason in a column and quote the cell as it was in the file."""
+    reason, expected = validate.REASONS[code]
+    file_row = chunk.first_row + row
+    line = file_row + 1 if chunk.source.format in ("csv", "tsv") else None
+    if code in (validate.MISSING_LABEL, validate.UNKNOWN_LABEL) and layout.label_column:
+        column = layout.label_column
+        if code == validate.UNKNOWN_LABEL and layout.classes:
+            more = ", ..." if len(layout.classes) > 10 else ""
+            expected = f"one of the classes ({one_of(layout.classes[:10])}{more})"
+    elif code == validate.INVALID_WEIGHT and layout.weight_column:
+        column = layout.weight_column
+    elif code == validate.SUM_OFF:
+        column_values = chunk.decoded.preds[:, row]
+        if layout.scale == "logprobs":
+            column_values = np.exp(column_values)
+        total = float(column_values.sum()) if not layout.binary else math.nan
+        column = ",".join(layout.pred_columns) if len(layout.pred_columns) < 6 else layout.pred_columns[0]
+        return CellProblem(file_row, column, f"sum {total!r}", reason, "a row sum within --sum-tol of 1",
+                           line)
+    else:
+        low, high = 0.0, validate.top_value(validate.Tolerance(renormalize=renormalize))
+        if code == validate.OUT_OF_RANGE and layout.scale == "logprobs":
+            low, high, expected = -math.inf, 0.0, "a log-probability <= 0"
+        elif code == validate.OUT_OF_RANGE and renormalize:
+            expected = "a finite score >= 0 (rows are renormalized)"
+        candidates = [*layout.pred_columns, *(layout.target_columns or ())]
+        column = next((c for c in candidates if not layout.pred_is_list
+                       and _bad_cell(code, chunk.batch.column(c)[row].as_py(), low, high)),
+                      candidates[0])
+    return CellProblem(file_row, column, _cell_text(chunk.batch, column, row), reason, expected, line)
+
+
+def group_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _group_codes(batch: pa.RecordBatch, names: Sequence[str]) -> tuple[Index, list[list[str]]]:
+    """One integer key per row for the combination of its group values, and each column's value
+    texts (the key of a row is Σ code_j · stride_j over the group columns)."""
+    key = np.zeros(batch.num_rows, dtype=np.int64)
+    texts: list[list[str]] = []
+    for name in names:
+        column = batch.column(name)
+        encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+        values = [group_text(v) for v in encoded.dictionary.to_pylist()] + ["null"]
+        key = key * len(values) + ints_or(encoded.indices, len(values) - 1)
+        texts.append(values)
+    return key, texts
+
+
+def _group_values(key: int, texts: list[list[str]]) -> tuple[str, ...]:
+    values = []
+    for column in reversed(texts):
+        key, code = divmod(key, len(column))
+        values.append(column[code])
+    return tuple(reversed(values))
+
+
+def _update_groups(run: Run, tally: Tally, chunk: Chunk, local: Index, rows: Rows,
+                   pred: LogProbs | None) -> None:
+    """Split a block's valid rows by group (one sort) and add each part to its group's state."""
+    keys, texts = _group_codes(chunk.batch, run.layout.group_columns)
+    unique, inverse = np.unique(keys[local], return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(unique)))])
+    for g, key in enumerate(unique.tolist()):
+        part = order[bounds[g] : bounds[g + 1]]
+        group = _group_values(key, texts)
+        if group not in tally.groups:
+            tally.groups[group] = run.new_accumulator()
+        _accumulate(tally.groups[group], rows.subset(part), None if pred is None else pred.select(part))
+
+
+def _push_worst(heap: list[tuple[float, int, WorstRow]], item: tuple[float, int, WorstRow], n: int) -> None:
+    if len(heap) < n:
+        heapq.heappush(heap, item)
+    elif item > heap[0]:
+        heapq.heapreplace(heap, item)
+
+
+def _update_worst(run: Run, tally: Tally, chunk: Chunk, local: Index, first_ordinal: int,
+                  pred: LogProbs, rows: Rows) -> None:
+    """Streaming top-N by loss: the block's N worst (argpartition), pushed into a heap of N."""
+    n = run.settings.worst
+    losses = row_losses(pred, rows.labels, rows.targets)
+    candidates = np.arange(losses.size)
+    if losses.size > n:
+        candidates = np.argpartition(-losses, n - 1)[:n]
+    if len(tally.worst) == n:
+        candidates = candidates[losses[candidates] >= tally.worst[0][0]]
+    id_column = chunk.batch.column(run.layout.id_column) if run.layout.id_column else None
+    classes = run.classes
+    for i in candidates.tolist():
+        row = int(local[i])
+        true_class = (int(rows.labels[i]) if rows.labels is not None
+                      else int(np.argmax(cast(npt.NDArray[np.float64], rows.targets)[:, i])))
+        entry = WorstRow(chunk.source.name, chunk.first_row + row,
+                         None if id_column is None else group_text(id_column[row].as_py()),
+                         classes[true_class] if classes else str(true_class),
+                         float(pred.probs[true_class, i]), float(losses[i]))
+        # ties: the earlier row ranks higher (larger −ordinal)
+        _push_worst(tally.worst, (float(losses[i]), -(first_ordinal + row), entry), n)
+
+
+def true_row(row: int, dropped: Sequence[int]) -> int:
+    """The file's data row of the ``row``-th row that survived parsing, given the sorted data
+    rows that the parser ``dropped``."""
+    for gone in dropped:
+        if gone <= row:
+            row += 1
+        else:
+            break
+    return row
+
+
+def renumber(run: Run) -> None:
+    """Problems and worst rows of files with ragged rows: back to the file's own row numbers."""
+    def fix(source_name: str, row: int) -> int:
+        return true_row(row, run.ragged_rows.get(source_name, ()))
+
+    problems = run.tally.problems
+    problems.shown = [(s, p if p.reason == "ragged_row" else replace(
+        p, row=fix(s.name, p.row), line=None if p.line is None else fix(s.name, p.row) + 1))
+        for s, p in problems.shown]
+    run.tally.worst = [(loss, seq, replace(w, row=fix(w.file, w.row))) for loss, seq, w in run.tally.worst]
+
+
+def _add_ragged(run: Run, tally: Tally, source: Source, ragged: readers.RaggedRows) -> None:
+    if not ragged.count:
+        return
+    tally.problems.add({"ragged_row": ragged.count})
+    tally.rows_read += ragged.count
+    if not ragged.located:
+        ragged = readers.locate_ragged(source)
+    # pyarrow drops a ragged row, so later rows arrive numbered one lower: remember where they were
+    run.ragged_rows[source.name] = sorted(line - 1 for line in ragged.lines if line is not None)
+    for line, want, got, text in ragged.rows[:MAX_PROBLEMS_SHOWN]:
+        problem = CellProblem(line - 1 if line is not None else 0, "(whole row)", escape_value(text),
+                              "ragged_row", f"{want} fields, got {got}", line)
+        tally.problems.shown.append((source, problem))
