@@ -1,0 +1,129 @@
+"""Bugs found in review, each pinned by the input that showed it. Oracles: scikit-learn and
+numbers written out by hand."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import load_json, run_cli, write_csv
+from sklearn.metrics import log_loss
+
+from xentcli import stream
+from xentcli.compare import CompareOptions, compare
+from xentcli.io import readers
+from xentcli.pipeline import ScoreOptions
+
+RTOL = 1e-9
+Capture = pytest.CaptureFixture[str]
+
+
+def _csv_rows(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    probs = rng.dirichlet([1.0, 1.0], n)
+    labels = rng.integers(0, 2, n)
+    rows = [f"{'ab'[y]},{float(p[0])!r},{float(p[1])!r}" for y, p in zip(labels, probs, strict=True)]
+    lines = ["label,p_a,p_b", *rows]
+    return lines, labels, probs
+
+
+def test_text_reread_does_not_count_rows_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad cell past the first blocks makes pyarrow refuse the CSV; the file is read again as
+    text, and what the first pass had collected (rows for compare) must not stay."""
+    monkeypatch.setattr(stream, "MATH_BLOCK_ROWS", 64)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 4096)  # many blocks scored before the bad one
+    lines, labels, probs = _csv_rows(np.random.default_rng(1), 3000)
+    bad = list(lines)
+    bad[2900] = "b,abc,0.5"  # data row 2899
+    base = write_csv(tmp_path / "base.csv", lines)
+    new = write_csv(tmp_path / "new.csv", bad)
+    options = CompareOptions(ScoreOptions(on_invalid="skip", chunk_rows=256), bootstrap=0)
+    with pytest.raises(Exception, match="don't line up"):
+        compare([str(base)], [str(new)], options)  # one row fewer in new: refused, not double
+    report = compare([str(base)], [str(base)], options)
+    assert report.paired_rows == 3000
+    expected = log_loss(labels, probs, labels=[0, 1])
+    assert report.metrics["cross_entropy"].base == pytest.approx(expected, rel=RTOL)
+
+
+def test_group_values_with_control_characters(tmp_path: Path, capsys: Capture) -> None:
+    lines = ["label,p_a,p_b,g", "a,0.9,0.1,x\x1fy", "b,0.2,0.8,z", "a,0.6,0.4,z"]
+    path = write_csv(tmp_path / "g.csv", lines)
+    result = run_cli(capsys, "score", path, "--by", "g", "-f", "json")
+    assert result.code == 0, result.err
+    groups = {g["by"]["g"]: g for g in load_json(result.out)["groups"]}
+    assert set(groups) == {"x\x1fy", "z"}
+    assert groups["z"]["metrics"]["cross_entropy"] == pytest.approx(
+        (-math.log(0.8) - math.log(0.6)) / 2, rel=RTOL)
+
+
+def test_worst_rows_of_soft_targets_name_the_class(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "s.csv", ["t_cat,t_dog,p_cat,p_dog", "0.9,0.1,0.2,0.8", "0.2,0.8,0.3,0.7"])
+    result = run_cli(capsys, "score", path, "--target", "t_*", "--pred", "p_*", "--worst", "1", "-f", "json")
+    worst = load_json(result.out)["worst"]
+    assert [w["label"] for w in worst] == ["cat"]
+    assert worst[0]["cross_entropy"] == pytest.approx(-(0.9 * math.log(0.2) + 0.1 * math.log(0.8)), rel=RTOL)
+
+
+def test_binary_log_probabilities_near_zero(tmp_path: Path, capsys: Capture) -> None:
+    """log(1 − p) from log p = −1e−20 is log(1e−20), not −inf."""
+    path = write_csv(tmp_path / "lp.csv", ["y,p", "1,-1e-20", "0,-1e-20"])
+    result = run_cli(capsys, "score", path, "--scale", "logprobs", "-f", "json")
+    assert result.code == 0, result.err
+    assert result.err == ""
+    expected = (1e-20 - math.log(1e-20)) / 2
+    assert load_json(result.out)["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
+
+
+def test_log_probabilities_must_be_a_distribution(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "lp.csv", ["label,p_a,p_b", "a,-0.1,-0.1"])
+    result = run_cli(capsys, "score", path, "--scale", "logprobs")
+    assert result.code == 3
+    assert "row 1" in result.err and "sum" in result.err
+
+
+def test_report_file_has_the_usual_mode(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "p.csv", ["label,p_a,p_b", "a,0.9,0.1"])
+    out = tmp_path / "report.json"
+    old = os.umask(0o022)
+    try:
+        assert run_cli(capsys, "score", path, "-o", out).code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_an_earlier_ragged_row_is_among_the_first_shown(tmp_path: Path, capsys: Capture) -> None:
+    lines = ["label,p_a,p_b", "a,0.9,0.1", "a,0.9,0.1,9"] + ["a,1.5,0.1"] * 8
+    result = run_cli(capsys, "score", write_csv(tmp_path / "r.csv", lines))
+    assert result.code == 3
+    first = result.err.splitlines()[0]
+    assert "row 2 (line 3)" in first and "fields" in first
+
+
+def test_missing_label_outranks_bad_text(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "m.csv", ["label,p_a,p_b", "a,0.9,0.1", ",abc,0.5"])
+    result = run_cli(capsys, "score", path, "--on-invalid", "skip", "-f", "json")
+    assert load_json(result.out)["rows"]["skipped_by_reason"] == {"missing_label": 1}
+
+
+def test_group_metrics_match_sklearn_per_slice(tmp_path: Path, capsys: Capture) -> None:
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet([1.0, 1.0, 1.0], 600)
+    labels = rng.integers(0, 3, 600)
+    region = rng.choice(["eu", "us", "apac"], 600)
+    rows = [f"{'abc'[y]},{float(p[0])!r},{float(p[1])!r},{float(p[2])!r},{r}"
+            for y, p, r in zip(labels, probs, region, strict=True)]
+    lines = ["label,p_a,p_b,p_c,region", *rows]
+    path = write_csv(tmp_path / "g.csv", lines)
+    result = run_cli(capsys, "score", path, "--by", "region", "--chunk-rows", "50", "-f", "json")
+    groups = {g["by"]["region"]: g for g in load_json(result.out)["groups"]}
+    for name in ("eu", "us", "apac"):
+        mask = region == name
+        expected = log_loss(labels[mask], probs[mask], labels=[0, 1, 2])
+        assert groups[name]["rows"] == int(mask.sum())
+        assert groups[name]["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
+
