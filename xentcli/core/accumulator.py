@@ -34,10 +34,14 @@ def _zeros_stats(n_classes: int) -> ChunkStats:
     )
 
 
+_STAT_FIELDS = tuple(f.name for f in fields(ChunkStats))
+
+
 def add_stats(total: ChunkStats, part: ChunkStats) -> None:
     """total += part, field by field (in place)."""
-    for f in fields(ChunkStats):
-        setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
+    for name in _STAT_FIELDS:
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
 
 
 @dataclass
