@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 import typer
 
 from xentcli import __version__
-from xentcli.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, XentError
+from xentcli.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, XentError
 
-try:  # typer >= 0.20 vendors click
-    from typer._click.exceptions import ClickException as _ClickException
-except ImportError:  # pragma: no cover - older typer on top of click
-    from click.exceptions import ClickException as _ClickException  # type: ignore[no-redef]
-_CLICK_ERRORS = (_ClickException,)
+# click's ClickException, whether typer vendors click (>= 0.26) or depends on it: found through a
+# public class rather than a private module path
+_CLICK_ERRORS: tuple[type[Exception], ...] = tuple(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 if TYPE_CHECKING:
     from xentcli.pipeline import ScoreOptions
@@ -113,24 +112,41 @@ Baseline = Annotated[Optional[str], typer.Option(help="An earlier --format json 
 AllowMismatch = Annotated[bool, typer.Option("--allow-signature-mismatch", help="Accept a baseline scored with other settings.", rich_help_panel="Gates")]
 
 
-def _options(**kw: object) -> ScoreOptions:
+def _options(
+    *,
+    label: str | None,
+    target: str | None,
+    pred: str | None,
+    classes: str | None,
+    weight: str | None,
+    by: list[str] | None,
+    id: str | None,
+    positive: str | None,
+    scale: Scale,
+    multilabel: bool = False,
+    base: Base = Base.e,
+    eps: float = 2.220446049250313e-16,
+    sum_tol: float = 1e-3,
+    renormalize: bool = False,
+    on_invalid: OnInvalid = OnInvalid.error,
+    chunk_rows: int = 65_536,
+    input_format: InputFormat | None = None,
+    worst: int = 0,
+) -> ScoreOptions:
+    """The command-line flags as the library's options."""
     from xentcli.io.layout import LayoutRequest
     from xentcli.pipeline import ScoreOptions
 
-    classes = kw["classes"]
     request = LayoutRequest(
-        label=kw["label"], target=kw["target"], pred=kw["pred"],  # type: ignore[arg-type]
-        classes=[c.strip() for c in str(classes).split(",")] if classes else None,
-        weight=kw["weight"], by=tuple(kw["by"] or ()), id=kw["id"],  # type: ignore[arg-type]
-        positive=kw["positive"], scale=kw["scale"].value,  # type: ignore[arg-type, attr-defined]
-        multilabel=bool(kw.get("multilabel")),
+        label=label, target=target, pred=pred,
+        classes=[c.strip() for c in classes.split(",")] if classes else None,
+        weight=weight, by=tuple(by or ()), id=id, positive=positive, scale=scale.value,
+        multilabel=multilabel,
     )
-    fmt = kw["input_format"]
     return ScoreOptions(
-        layout=request, base=kw["base"].value, eps=kw["eps"], sum_tol=kw["sum_tol"],  # type: ignore[attr-defined, arg-type]
-        renormalize=bool(kw["renormalize"]), on_invalid=kw["on_invalid"].value,  # type: ignore[attr-defined]
-        chunk_rows=kw["chunk_rows"], input_format=fmt.value if fmt else None,  # type: ignore[arg-type, attr-defined]
-        worst=kw["worst"],  # type: ignore[arg-type]
+        layout=request, base=base.value, eps=eps, sum_tol=sum_tol, renormalize=renormalize,
+        on_invalid=on_invalid.value, chunk_rows=chunk_rows,
+        input_format=input_format.value if input_format else None, worst=worst,
     )
 
 
@@ -180,7 +196,10 @@ def score(
     parsed = [gate_mod.parse_gate(expr) for expr in fail_if or ()]
     baseline_report = None
     if baseline is not None:
-        baseline_report = gate_mod.load_baseline(baseline, options.signature(), 1, allow_signature_mismatch)
+        from xentcli.report.model import SCHEMA_VERSION
+
+        baseline_report = gate_mod.load_baseline(baseline, options.signature(), SCHEMA_VERSION,
+                                                 allow_signature_mismatch)
     with _progress_bar(quiet) as progress:
         report = run_score(files, options, progress=progress)
     if parsed:
@@ -281,9 +300,7 @@ def inspect(
     from xentcli.report.inspect import render_inspection
 
     options = _options(label=label, target=target, pred=pred, classes=classes, weight=weight, by=by,
-                       id=row_id, positive=positive, scale=scale, base=Base.e, eps=0.0, sum_tol=1e-3,
-                       renormalize=False, on_invalid=OnInvalid.error, chunk_rows=65_536,
-                       input_format=input_format, worst=0)
+                       id=row_id, positive=positive, scale=scale, input_format=input_format)
     _write(render_inspection(*inspect_layout(file, options)), None)
 
 
@@ -370,9 +387,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         _fail("interrupted", EXIT_INTERRUPTED)
-    except _CLICK_ERRORS as exc:
-        exc.show()
-        raise SystemExit(exc.exit_code) from None
+    except _CLICK_ERRORS as exc:  # a usage error found by the option parser
+        exc.show()  # type: ignore[attr-defined]
+        raise SystemExit(getattr(exc, "exit_code", EXIT_USAGE)) from None
     except XentError as exc:
         _fail(exc.render(), exc.exit_code)
     except KeyboardInterrupt:
