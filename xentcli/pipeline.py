@@ -88,6 +88,16 @@ def _layout_for(sources: Sequence[Source], options: ScoreOptions) -> tuple[Layou
     return layout, schema
 
 
+def _setup(sources: Sequence[Source], options: ScoreOptions) -> tuple[Layout, pa.Schema, int]:
+    """The inputs' layout (class names of a bare list column filled in as 0..K-1), the first
+    file's schema, and the class count."""
+    layout, schema = _layout_for(sources, options)
+    n_classes = _class_count(layout, sources, options)
+    if layout.classes is None and layout.pred_is_list:
+        layout = replace(layout, classes=tuple(str(k) for k in range(n_classes)))
+    return layout, schema, n_classes
+
+
 def _class_count(layout: Layout, sources: Sequence[Source], options: ScoreOptions) -> int:
     """Classes of a list column without --classes: the length of its first non-null row."""
     if layout.classes is not None:
@@ -125,10 +135,7 @@ def score(
     options.check()
     with ExitStack() as stack:
         sources = resolve_sources(paths, options.input_format, stack, stdin)
-        layout, _ = _layout_for(sources, options)
-        n_classes = _class_count(layout, sources, options)
-        if layout.classes is None and layout.pred_is_list:
-            layout = replace(layout, classes=tuple(str(k) for k in range(n_classes)))
+        layout, _, n_classes = _setup(sources, options)
         labels = LabelMapper(layout) if layout.label_column else None
         settings = StreamSettings(options.eps, options.sum_tol, options.renormalize,
                                   options.chunk_rows, options.worst)
@@ -157,7 +164,8 @@ def _quote_as_written(shown: list[tuple[Source, CellProblem]], chunk_rows: int,
     out = list(shown)
     for source in {s for s, _ in shown if s.format in ("csv", "tsv")}:
         wanted = {(p.row, p.column): i for i, (s, p) in enumerate(shown) if s == source}
-        columns = sorted({column for _, column in wanted if column in readers.read_schema(source).names})
+        names = set(readers.read_schema(source).names)
+        columns = sorted({column for _, column in wanted if column in names})
         if not columns:
             continue
         first_row = 1
@@ -258,9 +266,5 @@ def inspect_layout(path: str, options: ScoreOptions) -> tuple[Source, pa.Schema,
     options.check()
     with ExitStack() as stack:
         source = resolve_sources([path], options.input_format, stack)[0]
-        schema = readers.read_schema(source)
-        layout = resolve_layout(schema, options.layout)
-        n_classes = _class_count(layout, [source], options)
-        if layout.classes is None and layout.pred_is_list:
-            layout = replace(layout, classes=tuple(str(k) for k in range(n_classes)))
+        layout, schema, _ = _setup([source], options)
         return source, schema, layout, readers.count_rows(source)
