@@ -199,15 +199,46 @@ def render_markdown(report: Report, precision: int = 4) -> str:
 
 def render_table(report: Report, precision: int = 4, color: bool = False) -> str:
     """Rich tables, rendered to text here so that the CLI decides where the text goes."""
+    return _to_text(_table_renderables(report, precision), color)
+
+
+def _to_text(renderables: Sequence[RenderableType], color: bool) -> str:
+    """Rendered without markup or highlighting; not a terminal: no colour and no wrapping."""
     from rich.console import Console
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=1000 if not color else None, color_system="auto" if color
                       else None, force_terminal=color, highlight=False, emoji=False, markup=False)
-    for renderable in _table_renderables(report, precision):
+    for renderable in renderables:
         console.print(renderable)
-    text = buffer.getvalue()
-    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+
+
+def _header_table(title: str, pairs: Sequence[tuple[str, str]]) -> RenderableType:
+    from rich.table import Table
+    from rich.text import Text
+
+    header = Table(box=None, show_header=False, pad_edge=False, title=title, title_justify="left",
+                   title_style="bold")
+    header.add_column(style="dim")
+    header.add_column()
+    for key, value in pairs:
+        header.add_row(key, Text(value))
+    return header
+
+
+def _rows_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> RenderableType:
+    """A titled table, first column left-aligned, a FAIL row in bold red."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(Text(c) for c in row), style="bold red" if row[-1] == "FAIL" else None)
+    return table
 
 
 def _table_renderables(report: Report, precision: int) -> list[RenderableType]:
@@ -215,12 +246,7 @@ def _table_renderables(report: Report, precision: int) -> list[RenderableType]:
     from rich.table import Table
     from rich.text import Text
 
-    header = Table(box=None, show_header=False, pad_edge=False, title="xent report",
-                   title_justify="left", title_style="bold")
-    header.add_column(style="dim")
-    header.add_column()
-    for key, value in _header_lines(report):
-        header.add_row(key, Text(value))
+    header = _header_table("xent report", _header_lines(report))
 
     metrics = Table(box=box.SIMPLE_HEAD, title="Metrics", title_justify="left")
     metrics.add_column("metric")
@@ -245,27 +271,14 @@ def _table_renderables(report: Report, precision: int) -> list[RenderableType]:
 
 
 def _extra_tables(report: Report, precision: int) -> list[RenderableType]:
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
-        t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-        for i, h in enumerate(headers):
-            t.add_column(h, justify="left" if i == 0 else "right")
-        for row in rows:
-            style = "bold red" if row[-1] == "FAIL" else None
-            t.add_row(*(Text(c) for c in row), style=style)
-        return t
-
     out: list[RenderableType] = []
     if report.groups:
-        out.append(table("Groups", GROUP_HEADERS, _group_rows(report, precision)))
+        out.append(_rows_table("Groups", GROUP_HEADERS, _group_rows(report, precision)))
     if report.worst:
-        out.append(table("Worst rows", WORST_HEADERS, _worst_rows(report, precision)))
+        out.append(_rows_table("Worst rows", WORST_HEADERS, _worst_rows(report, precision)))
     if report.gates:
         verdict = "all passed" if report.passed else "FAILED"
-        out.append(table(f"Gates: {verdict}", GATE_HEADERS, _gate_rows(report, precision)))
+        out.append(_rows_table(f"Gates: {verdict}", GATE_HEADERS, _gate_rows(report, precision)))
     return out
 
 
@@ -329,30 +342,9 @@ def render_compare(report: Any, fmt: str, precision: int = 4, color: bool = Fals
 
 
 def _compare_table(data: dict[str, Any], precision: int, color: bool, gates: list[list[str]]) -> str:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=1000 if not color else None, color_system="auto" if color
-                      else None, force_terminal=color, highlight=False, emoji=False, markup=False)
-    header = Table(box=None, show_header=False, pad_edge=False, title="xent compare (diff = new − base)",
-                   title_justify="left", title_style="bold")
-    header.add_column(style="dim")
-    header.add_column()
-    for key, value in _compare_header(data):
-        header.add_row(key, Text(value))
-    console.print(header)
-    for title, headers, rows in (("Metrics", COMPARE_HEADERS, _compare_rows(data, precision)),
-                                 ("Per class", COMPARE_CLASS_HEADERS, _compare_class_rows(data, precision)),
-                                 ("Gates", GATE_HEADERS, gates)):
-        if not rows:
-            continue
-        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-        for i, h in enumerate(headers):
-            table.add_column(h, justify="left" if i == 0 else "right")
-        for row in rows:
-            table.add_row(*(Text(c) for c in row), style="bold red" if row[-1] == "FAIL" else None)
-        console.print(table)
-    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+    tables = (("Metrics", COMPARE_HEADERS, _compare_rows(data, precision)),
+              ("Per class", COMPARE_CLASS_HEADERS, _compare_class_rows(data, precision)),
+              ("Gates", GATE_HEADERS, gates))
+    renderables = [_header_table("xent compare (diff = new − base)", _compare_header(data))]
+    renderables += [_rows_table(title, headers, rows) for title, headers, rows in tables if rows]
+    return _to_text(renderables, color)

@@ -1,0 +1,122 @@
+"""xent compare: both models against scikit-learn, the pairing, the bootstrap interval, gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import load_json, run_cli
+from sklearn.metrics import accuracy_score, log_loss
+
+RTOL = 1e-9
+CLASSES = ["cat", "dog", "bird"]
+Capture = pytest.CaptureFixture[str]
+
+
+def _models(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, a weak model and a better one for the same rows."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, 3)) * 1.5
+    better = np.exp(logits)
+    better /= better.sum(axis=1, keepdims=True)
+    labels = (better.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    weak = np.exp(logits * 0.6 + rng.normal(size=(n, 3)) * 0.4)
+    weak /= weak.sum(axis=1, keepdims=True)
+    return labels, weak, better
+
+
+def _write(path: Path, labels: np.ndarray, probs: np.ndarray, ids: np.ndarray | None = None) -> Path:
+    columns = {"label": np.array(CLASSES)[labels], **{f"p_{c}": probs[:, k] for k, c in enumerate(CLASSES)}}
+    if ids is not None:
+        columns = {"row_id": ids, **columns}
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def _compare(capsys: Capture, *args: object) -> tuple[int, dict, str]:
+    result = run_cli(capsys, "compare", *args, "-f", "json")
+    return result.code, (load_json(result.out) if result.out else {}), result.err
+
+
+def _sk(labels: np.ndarray, probs: np.ndarray) -> float:
+    return float(log_loss(labels, probs, labels=[0, 1, 2]))
+
+
+def test_each_model_and_the_difference(tmp_path: Path, capsys: Capture) -> None:
+    labels, weak, better = _models(2000, 1)
+    base = _write(tmp_path / "base.parquet", labels, weak)
+    new = _write(tmp_path / "new.parquet", labels, better)
+    code, report, err = _compare(capsys, base, new, "--bootstrap", "400")
+    assert code == 0, err
+    ce = report["metrics"]["cross_entropy"]
+    assert ce["base"] == pytest.approx(_sk(labels, weak), rel=RTOL)
+    assert ce["new"] == pytest.approx(_sk(labels, better), rel=RTOL)
+    assert ce["diff"] == pytest.approx(_sk(labels, better) - _sk(labels, weak), rel=1e-9)
+    assert ce["ci_low"] < ce["diff"] < ce["ci_high"] < 0  # the better model is clearly better
+    acc = report["metrics"]["accuracy"]
+    expected = accuracy_score(labels, better.argmax(1)) - accuracy_score(labels, weak.argmax(1))
+    assert acc["diff"] == pytest.approx(expected, abs=1e-12)
+    assert report["rows"]["paired"] == 2000
+    assert report["base"]["metrics"]["cross_entropy"] == ce["base"]
+    assert set(report) == {"schema_version", "xent_version", "kind", "signature", "inputs", "unit", "join",
+                           "rows", "bootstrap", "metrics", "per_class", "base", "new", "gates", "passed"}
+    cat = report["per_class"][0]
+    mask = labels == 0
+    assert cat["class"] == "cat"
+    assert cat["cross_entropy"]["new"] == pytest.approx(-np.log(better[mask, 0]).mean(), rel=RTOL)
+
+
+def test_interval_narrows_with_rows_and_is_reproducible(tmp_path: Path, capsys: Capture) -> None:
+    widths = []
+    for n in (400, 6400):  # above 4096 rows the bucketed bootstrap is used
+        labels, weak, better = _models(n, 2)
+        base = _write(tmp_path / f"b{n}.parquet", labels, weak)
+        new = _write(tmp_path / f"n{n}.parquet", labels, better)
+        _, first, _ = _compare(capsys, base, new, "--seed", "3", "--bootstrap", "500")
+        _, again, _ = _compare(capsys, base, new, "--seed", "3", "--bootstrap", "500")
+        _, other, _ = _compare(capsys, base, new, "--seed", "4", "--bootstrap", "500")
+        ce = first["metrics"]["cross_entropy"]
+        assert again["metrics"]["cross_entropy"] == ce
+        assert other["metrics"]["cross_entropy"]["ci_low"] != ce["ci_low"]
+        widths.append(ce["ci_high"] - ce["ci_low"])
+    # standard error ∝ 1/sqrt(n): 16x the rows, about a quarter of the width
+    assert 0.15 < widths[1] / widths[0] < 0.4
+
+
+def test_pairing_by_id_ignores_row_order(tmp_path: Path, capsys: Capture) -> None:
+    labels, weak, better = _models(500, 5)
+    ids = np.array([f"r{i}" for i in range(500)])
+    order = np.random.default_rng(0).permutation(500)
+    base = _write(tmp_path / "base.parquet", labels, weak, ids)
+    shuffled = _write(tmp_path / "new.parquet", labels[order], better[order], ids[order])
+    code, report, err = _compare(capsys, base, shuffled, "--id", "row_id", "--bootstrap", "0")
+    assert code == 0, err
+    assert report["join"] == "id:row_id"
+    assert report["metrics"]["cross_entropy"]["diff"] == pytest.approx(
+        _sk(labels, better) - _sk(labels, weak), rel=1e-9)
+    code, _, err = _compare(capsys, base, shuffled, "--bootstrap", "0")  # by row order: labels differ
+    assert (code == 3 and "line up" in err) or "labels" in err
+
+
+def test_rows_that_do_not_line_up(tmp_path: Path, capsys: Capture) -> None:
+    labels, weak, better = _models(300, 6)
+    base = _write(tmp_path / "base.parquet", labels, weak)
+    fewer = _write(tmp_path / "new.parquet", labels[:-1], better[:-1])
+    code, report, err = _compare(capsys, base, fewer)
+    assert code == 3 and report == {}
+    assert "don't line up" in err and "300" in err
+
+
+def test_gates_on_the_difference(tmp_path: Path, capsys: Capture) -> None:
+    labels, weak, better = _models(800, 7)
+    base = _write(tmp_path / "base.parquet", labels, weak)
+    new = _write(tmp_path / "new.parquet", labels, better)
+    code, report, _ = _compare(capsys, base, new, "--fail-if", "cross_entropy > 0", "--bootstrap", "0")
+    assert code == 0 and report["passed"] is True
+    code, report, err = _compare(capsys, new, base, "--fail-if", "cross_entropy > 0", "--bootstrap", "0")
+    assert code == 1 and report["passed"] is False
+    assert report["gates"][0]["value"] == pytest.approx(_sk(labels, weak) - _sk(labels, better), rel=1e-9)
+    assert "gate failed" in err
