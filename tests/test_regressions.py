@@ -127,3 +127,11 @@ def test_group_metrics_match_sklearn_per_slice(tmp_path: Path, capsys: Capture) 
         assert groups[name]["rows"] == int(mask.sum())
         assert groups[name]["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
 
+
+
+def test_a_file_whose_only_row_is_ragged_says_so(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "r.csv", ["label,p_cat,p_dog", "cat,0.7,0.3,9"])
+    result = run_cli(capsys, "score", path)
+    assert result.code == 3
+    assert "header only" not in result.err
+    assert "row 1 (line 2)" in result.err and "3 fields, got 4" in result.err

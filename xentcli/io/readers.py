@@ -218,7 +218,8 @@ def is_header_only(source: Source) -> bool:
     """A text file whose first block holds no data row."""
     if source.format not in ("csv", "tsv"):
         return False
-    return all(batch.num_rows == 0 for batch in _open_csv(source, None, None, RaggedRows()))
+    ragged = RaggedRows()  # a file whose only rows are ragged is not header-only: say why
+    return all(batch.num_rows == 0 for batch in _open_csv(source, None, None, ragged)) and not ragged.count
 
 
 def locate_ragged(source: Source) -> RaggedRows:
