@@ -18,7 +18,6 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from xentcli.core import validate
 from xentcli.core.accumulator import Accumulator, Scale
@@ -396,7 +395,7 @@ def _group_codes(batch: pa.RecordBatch, names: Sequence[str]) -> tuple[Index, li
     texts: list[list[str]] = []
     for name in names:
         column = batch.column(name)
-        encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+        encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
         values = [group_text(v) for v in encoded.dictionary.to_pylist()] + ["null"]
         key = key * len(values) + ints_or(encoded.indices, len(values) - 1)
         texts.append(values)

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from xentcli.core.kernels import Floats, log1mexp
 from xentcli.core.validate import LIST_LENGTH, NOT_A_NUMBER, Codes, Mask, merge_codes
@@ -161,6 +160,8 @@ def _listed(column: pa.Array, n_classes: int) -> tuple[Floats, Mask | None, Mask
     if pa.types.is_list_view(column.type):
         column = column.cast(pa.list_(column.type.value_type))
     n_rows = len(column)
+    import pyarrow.compute as pc  # here, not at import: ~25 ms of start-up that wide files skip
+
     lengths = ints_or(pc.list_value_length(column), -1)
     good = lengths == n_classes
     if good.all():
@@ -179,6 +180,8 @@ def _listed(column: pa.Array, n_classes: int) -> tuple[Floats, Mask | None, Mask
 
 def list_width(column: pa.Array) -> int | None:
     """Values in the first non-null row of a list column (how many classes it has)."""
+    import pyarrow.compute as pc
+
     lengths = pc.list_value_length(column).drop_null()
     return int(lengths[0].as_py()) if len(lengths) else None
 
@@ -241,7 +244,7 @@ class LabelMapper:
     def map(self, column: pa.Array) -> npt.NDArray[np.intp]:
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
-        encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+        encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
         texts = [_label_text(v) for v in encoded.dictionary.to_pylist()]
         codes = np.array([self._code(t) for t in texts] + [MISSING], dtype=np.intp)
         indices = ints_or(encoded.indices, len(texts))
