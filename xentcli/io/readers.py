@@ -282,7 +282,9 @@ def iter_batches(
         batches = iter(_open_csv(source, column_types, columns, ragged))
     elif source.format == "parquet":
         parquet = _check_parquet_footer(source, dictionary_columns)
-        batches = parquet.iter_batches(batch_size=chunk_rows, columns=list(columns), use_threads=True)
+        # decoded on the reader thread alone: the scoring thread needs the other core (measured:
+        # 10M rows 0.84 s with pyarrow's thread pool, 0.74 s without)
+        batches = parquet.iter_batches(batch_size=chunk_rows, columns=list(columns), use_threads=False)
     elif source.format == "arrow":
         batches = (b.select(list(columns)) for b in _ipc_batches(_open_ipc(source)))
     else:
