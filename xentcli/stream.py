@@ -66,6 +66,7 @@ class Chunk:
     first_row: int  # 1-based data row of the block's first row, within its file
     batch: pa.RecordBatch
     decoded: Decoded
+    codes: validate.Codes | None = None  # why each row is invalid (0: valid); None: all valid
 
 
 @dataclass
@@ -216,9 +217,22 @@ def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.Ragg
         decoded = decode(batch, layout, run.n_classes, run.labels, ring[j % BUFFERS])
         for start in range(0, batch.num_rows, MATH_BLOCK_ROWS):
             stop = min(start + MATH_BLOCK_ROWS, batch.num_rows)
-            yield Chunk(source, first_row + start, batch.slice(start, stop - start),
-                        decoded.rows(start, stop))
+            chunk = Chunk(source, first_row + start, batch.slice(start, stop - start),
+                          decoded.rows(start, stop))
+            chunk.codes = _validate(run, chunk.decoded)
+            yield chunk
         first_row += batch.num_rows
+
+
+def _validate(run: Run, d: Decoded) -> validate.Codes | None:
+    """Why each row of a block is invalid; run on the reader thread, which has time to spare,
+    while the block is still in its cache."""
+    settings = run.settings
+    tol = validate.Tolerance(settings.sum_tol, settings.renormalize, not run.layout.multilabel)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale, d.labels, d.targets,
+                                    d.target_nulls, d.weights, d.weight_nulls, tol)
+    return validate.overlay_forced(codes, d.forced)
 
 
 def score_source(run: Run, source: Source) -> None:
@@ -276,10 +290,7 @@ def _score_valid_rows(run: Run, tally: Tally, chunk: Chunk) -> None:
     first_ordinal = run.tally.rows_read + tally.rows_read + 1  # counted over all inputs
     tally.rows_read += chunk.batch.num_rows
     settings = run.settings
-    tol = validate.Tolerance(settings.sum_tol, settings.renormalize, not run.layout.multilabel)
-    codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale, d.labels, d.targets,
-                                d.target_nulls, d.weights, d.weight_nulls, tol)
-    codes = validate.overlay_forced(codes, d.forced)
+    codes = chunk.codes
     rows = Rows(d.preds, d.labels, d.targets, d.weights)
     local = np.arange(chunk.batch.num_rows)
     if codes is not None and codes.any():
