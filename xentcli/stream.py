@@ -43,7 +43,7 @@ READ_AHEAD = 2
 BUFFERS = READ_AHEAD + 2
 # Arrow decodes best in large batches, NumPy computes best on blocks that stay in the CPU cache
 # across the dozen passes the math makes: each decoded chunk is scored in blocks of this many rows.
-MATH_BLOCK_ROWS = 16384
+MATH_BLOCK_ROWS = 32768
 CHUNK_VALUES = 1 << 21  # at most this many predictions (16 MiB as float64) in one decoded chunk
 
 
