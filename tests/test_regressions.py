@@ -135,3 +135,23 @@ def test_a_file_whose_only_row_is_ragged_says_so(tmp_path: Path, capsys: Capture
     assert result.code == 3
     assert "header only" not in result.err
     assert "row 1 (line 2)" in result.err and "3 fields, got 4" in result.err
+
+
+def test_log_probability_minus_inf_is_log_zero(tmp_path: Path, capsys: Capture) -> None:
+    """−inf is a valid log-probability (q = 0); a binary log-probability of 0 means certain."""
+    path = write_csv(tmp_path / "lp.csv", ["label,p_a,p_b", "a,0,-inf", "b,-0.5,-0.9327521295671886"])
+    result = run_cli(capsys, "score", path, "--scale", "logprobs", "-f", "json")
+    assert result.code == 0, result.err
+    report = load_json(result.out)
+    assert report["metrics"]["cross_entropy"] == pytest.approx(0.9327521295671886 / 2, rel=RTOL)
+    q2 = math.exp(-0.5)
+    expected_entropy = -(q2 * -0.5 + (1 - q2) * -0.9327521295671886) / 2  # row 1 is certain: H = 0
+    assert report["metrics"]["entropy_pred"] == pytest.approx(expected_entropy, rel=1e-6)
+    binary = write_csv(tmp_path / "b.csv", ["y,p", "1,0", "0,-0.1"])
+    result = run_cli(capsys, "score", binary, "--scale", "logprobs", "-f", "json")
+    assert result.code == 0, result.err
+    expected = -math.log(-math.expm1(-0.1)) / 2
+    assert load_json(result.out)["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
+    above = write_csv(tmp_path / "c.csv", ["y,p", "1,0.5"])
+    result = run_cli(capsys, "score", above, "--scale", "logprobs")
+    assert result.code == 3 and "log-probability <= 0" in result.err

@@ -94,9 +94,9 @@ def log1mexp(log_p: Floats) -> Floats:
 
 
 def row_pred_entropy(pred: LogProbs) -> Floats:
-    """H(q) per row, with 0·log 0 = 0 also when eps = 0 made log q = −inf."""
-    if not pred.exact_logs and pred.probs.size and pred.probs.min() == 0 and \
-            np.isneginf(pred.log_probs).any():
+    """H(q) per row, with 0·log 0 = 0 also where log q = −inf (eps = 0, or a log-probability of
+    −inf given as such)."""
+    if pred.probs.size and pred.probs.min() == 0 and np.isneginf(pred.log_probs).any():
         with np.errstate(invalid="ignore"):
             terms = pred.probs * pred.log_probs
         terms[pred.probs == 0] = 0.0

@@ -105,12 +105,14 @@ def overlay_forced(codes: Codes | None, forced: Codes | None) -> Codes | None:
 def _prediction_codes(preds: Floats, nulls: Mask | None, scale: str, tol: Tolerance) -> Codes | None:
     if scale == "probs":
         return _distribution_codes(preds, nulls, True, tol)
-    codes = _distribution_codes(preds, nulls, False, tol)  # logits, logprobs: finite
-    if scale == "logprobs":  # and these must be the logs of a distribution
-        as_probs = Tolerance(tol.sum_tol, False, tol.check_sums)
-        probs = np.exp(np.minimum(preds, 1.0))  # a log-probability above 0 is out of range, not inf
-        codes = merge_codes(codes, _distribution_codes(probs, None, True, as_probs, top=1.0 + tol.sum_tol))
-    return codes
+    if scale == "logits":
+        return _distribution_codes(preds, nulls, False, tol)  # finite
+    # log-probabilities: −inf is log 0, a valid value; NaN and +inf are not
+    codes = _distribution_codes(np.where(np.isneginf(preds), 0.0, preds), nulls, False, tol)
+    # and they must be the logs of a distribution (a value above 0 is out of range, not inf)
+    probs = np.exp(np.minimum(preds, 1.0))
+    as_probs = Tolerance(tol.sum_tol, False, tol.check_sums)
+    return merge_codes(codes, _distribution_codes(probs, None, True, as_probs, top=1.0 + tol.sum_tol))
 
 
 def check_rows(

@@ -301,6 +301,6 @@ def _binary_block(positive: Floats, scale: str) -> Floats:
     σ(x)); log-probabilities are expanded by the core's log-sigmoid path."""
     if scale == "logits":
         return np.concatenate([np.zeros_like(positive), positive])
-    if scale == "logprobs":
-        return np.concatenate([log1mexp(positive), positive])
+    if scale == "logprobs":  # log(1 − p); a value above 0 stays for validation to refuse
+        return np.concatenate([np.where(positive > 0, 0.0, log1mexp(positive)), positive])
     return np.concatenate([1.0 - positive, positive])
