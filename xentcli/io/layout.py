@@ -54,7 +54,6 @@ class Layout:
     id_column: str | None = None
     class_origin: str = ""  # where the class names came from, for inspect
     reasons: dict[str, tuple[str, str]] = field(default_factory=dict)  # column → (role, why)
-    ignored: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -286,7 +285,6 @@ def _finish_layout(
     classes = _classes(schema, request, preds, pred_is_list, binary, label_kind, target_columns)
     positional = (label is not None and label_kind == "integer" and classes is not None
                   and not binary and not any(_is_int_text(c) for c in classes))
-    used = {label, *(target_columns or ()), *preds, request.weight, request.id, *request.by}
     return Layout(
         label_column=label,
         target_columns=target_columns,
@@ -304,7 +302,6 @@ def _finish_layout(
         id_column=request.id,
         class_origin=_class_origin(request, binary, pred_is_list, classes),
         reasons=reasons,
-        ignored=tuple(n for n in schema.names if n not in used),
     )
 
 
