@@ -207,7 +207,7 @@ def score(
         report = report.with_gates(results)
     _emit(report, format.value, output, precision, quiet)
     if not report.passed:
-        for line in gate_mod.failure_lines(results):
+        for line in gate_mod.failure_lines(report.gates):
             typer.echo(line, err=True)
         raise typer.Exit(EXIT_GATE_FAILED)
 

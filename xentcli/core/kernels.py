@@ -93,6 +93,17 @@ def log1mexp(log_p: Floats) -> Floats:
         return np.where(log_p > -math.log(2), np.log(-np.expm1(log_p)), np.log1p(-np.exp(log_p)))
 
 
+def binary_pair(positive: Floats, scale: str) -> Floats:
+    """One positive-class column (rows,) as a two-class block (2, rows) in the same scale:
+    [1 − p, p]; [0, x] for a logit (its softmax is [1 − σ(x), σ(x)]); [log(1 − p), log p] for a
+    log-probability, where a value above 0 is kept as it is for validation to refuse."""
+    if scale == "logits":
+        return np.stack([np.zeros_like(positive), positive])
+    if scale == "logprobs":
+        return np.stack([np.where(positive > 0, 0.0, log1mexp(positive)), positive])
+    return np.stack([1.0 - positive, positive])
+
+
 def row_pred_entropy(pred: LogProbs) -> Floats:
     """H(q) per row, with 0·log 0 = 0 also where log q = −inf (eps = 0, or a log-probability of
     −inf given as such)."""

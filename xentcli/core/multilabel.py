@@ -10,7 +10,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from xentcli.core import kernels
 from xentcli.core.accumulator import (
     DEFAULT_EPS,
     Accumulator,
@@ -20,16 +19,7 @@ from xentcli.core.accumulator import (
     safe_exp,
     unit_factor,
 )
-from xentcli.core.kernels import Floats, log1mexp
-
-
-def _bernoulli(column: Floats, scale: str, eps: float) -> kernels.LogProbs:
-    """One label's predictions as a two-class block [absent, present]."""
-    if scale == "logits":
-        return kernels.from_logits(np.stack([np.zeros_like(column), column]))
-    if scale == "logprobs":
-        return kernels.from_log_probs(np.stack([log1mexp(column), column]))
-    return kernels.from_probs(np.stack([1.0 - column, column]), eps)
+from xentcli.core.kernels import Floats, binary_pair
 
 
 @dataclass
@@ -48,7 +38,7 @@ class MultilabelAccumulator:
         """preds and 0/1 (or soft) targets, both (labels, rows) in this accumulator's scale."""
         for k, acc in enumerate(self.per_label):
             present = targets[k]
-            acc.update_class_major(_bernoulli(preds[k], self.scale, self.eps), None,
+            acc.update_class_major(acc.log_probs(binary_pair(preds[k], self.scale)), None,
                                    np.stack([1.0 - present, present]), weights)
 
     def update(

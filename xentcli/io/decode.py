@@ -9,14 +9,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from xentcli.core.kernels import Floats, log1mexp
+from xentcli.core.kernels import Floats, binary_pair
 from xentcli.core.validate import LIST_LENGTH, NOT_A_NUMBER, Codes, Mask, merge_codes
 from xentcli.errors import DataError, escape_value
 from xentcli.io.layout import Layout, is_text
 
 MISSING = -2
 UNKNOWN = -1
-_TRUE_FALSE = {"true": "true", "false": "false", "1": "1", "0": "0"}
 
 
 @dataclass
@@ -165,10 +164,7 @@ def _listed(column: pa.Array, n_classes: int) -> tuple[Floats, Mask | None, Mask
     lengths = ints_or(pc.list_value_length(column), -1)
     good = lengths == n_classes
     if good.all():
-        flat = column.flatten() if not pa.types.is_fixed_size_list(column.type) else column.values
-        if pa.types.is_fixed_size_list(column.type) and column.offset:
-            flat = column.flatten()
-        values, _ = to_float(flat)
+        values, _ = to_float(column.flatten())  # flatten honours a sliced array's offset
         return np.ascontiguousarray(values.reshape(n_rows, n_classes).T), None, None
     out = np.full((n_classes, n_rows), np.nan)
     if good.any():
@@ -208,7 +204,7 @@ class LabelMapper:
         if self.classes is None:
             return self._binary_code(text)
         if self.layout.binary and self.layout.label_kind == "text" and text not in self._index:
-            return self._index.get(_TRUE_FALSE.get(text.lower(), text), UNKNOWN)
+            return self._index.get(text.lower(), UNKNOWN)  # TRUE, True → true
         return self._index.get(text, UNKNOWN)
 
     def _binary_code(self, text: str) -> int:
@@ -278,7 +274,7 @@ def decode(
         if bad_text is not None:
             forced = np.where(bad_text, NOT_A_NUMBER, 0).astype(np.uint8)
     if layout.binary:
-        preds = _binary_block(preds, layout.scale)
+        preds = binary_pair(preds[0], layout.scale)
     targets = target_nulls = None
     if layout.target_columns is not None:
         targets, target_nulls, bad_target = _wide(batch, layout.target_columns)
@@ -294,13 +290,3 @@ def decode(
             weight_nulls = bad_weight if weight_nulls is None else weight_nulls | bad_weight
     mapped = labels.map(batch.column(layout.label_column)) if labels and layout.label_column else None
     return Decoded(preds, pred_nulls, mapped, targets, target_nulls, weights, weight_nulls, forced)
-
-
-def _binary_block(positive: Floats, scale: str) -> Floats:
-    """One P(positive) column → (2, rows): [1 − p, p] (or [0, x] for logits, whose softmax is
-    σ(x)); log-probabilities are expanded by the core's log-sigmoid path."""
-    if scale == "logits":
-        return np.concatenate([np.zeros_like(positive), positive])
-    if scale == "logprobs":  # log(1 − p); a value above 0 stays for validation to refuse
-        return np.concatenate([np.where(positive > 0, 0.0, log1mexp(positive)), positive])
-    return np.concatenate([1.0 - positive, positive])
