@@ -63,9 +63,10 @@ class ScoreOptions:
                 f"invalid:{self.on_invalid}" + ("|multilabel:yes" if self.layout.multilabel else ""))
 
 
-def _resolve(source: Source, options: ScoreOptions) -> tuple[Layout, pa.Schema]:
+def _resolve(source: Source, options: ScoreOptions, schema: pa.Schema | None = None,
+             ) -> tuple[Layout, pa.Schema]:
     """The layout of one file; its schema problems are reported with its name."""
-    schema = readers.read_schema(source)
+    schema = readers.read_schema(source) if schema is None else schema
     if len(schema) and all(pa.types.is_null(f.type) for f in schema) and readers.is_header_only(source):
         raise DataError(f"{source.name}: no data rows (header only)", "the input holds no predictions")
     try:
@@ -82,7 +83,7 @@ def _layout_for(sources: Sequence[Source], options: ScoreOptions) -> tuple[Layou
         if missing:
             raise DataError(f"{other.name} lacks column {escape_value(missing[0])} that "
                             f"{sources[0].name} has", "score files with the same columns together")
-        if _resolve(other, options)[0].pred_columns != layout.pred_columns:
+        if _resolve(other, options, other_schema)[0].pred_columns != layout.pred_columns:
             raise DataError(f"{other.name} and {sources[0].name} have different prediction columns",
                             "score files with the same schema together")
     return layout, schema

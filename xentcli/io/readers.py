@@ -118,11 +118,14 @@ def _parallel_csv(
     line numbers are found afterwards by a serial pass (see ``locate_ragged``)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    names = read_schema(source).names
     with open(source.path, "rb") as f:
-        header_end = f.read(1 << 20).find(b"\n") + 1
+        head = f.read(1 << 20)
+    header_end = head.find(b"\n") + 1
     if header_end <= 0:
         return
+    # the column names from the header line alone (the file's schema was read before)
+    names = pacsv.open_csv(pa.BufferReader(head[:header_end]),
+                           parse_options=_csv_parse_options(source)).schema.names
     read = pacsv.ReadOptions(column_names=names, use_threads=False)
     parse = _csv_parse_options(source, ragged, lines=False)
     convert = _csv_convert(column_types, columns)
