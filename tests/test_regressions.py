@@ -155,3 +155,27 @@ def test_log_probability_minus_inf_is_log_zero(tmp_path: Path, capsys: Capture) 
     above = write_csv(tmp_path / "c.csv", ["y,p", "1,0.5"])
     result = run_cli(capsys, "score", above, "--scale", "logprobs")
     assert result.code == 3 and "log-probability <= 0" in result.err
+
+
+def test_compare_rows_survive_buffer_reuse(tmp_path: Path) -> None:
+    """Decoded blocks live in a ring of reused buffers; the rows compare keeps must be taken while
+    the block is scored, not after the file's pass, when later blocks have overwritten them.
+    Oracle: scipy's entropy of each row, and sklearn's per-row log loss."""
+    from scipy.stats import entropy
+
+    from xentcli.compare import RowCollector
+    from xentcli.pipeline import score
+
+    rng = np.random.default_rng(7)
+    n = 2000
+    probs = rng.dirichlet([0.5, 1.0, 2.0], n)
+    labels = rng.integers(0, 3, n)
+    lines = ["label,p_a,p_b,p_c"] + [f"{'abc'[y]}," + ",".join(repr(float(v)) for v in p)
+                                     for y, p in zip(labels, probs, strict=True)]
+    path = write_csv(tmp_path / "p.csv", lines)
+    collector = RowCollector(eps=float(np.finfo(float).eps), id_column=None)
+    score([str(path)], ScoreOptions(chunk_rows=100), row_sink=collector)  # 20 chunks, ring of 4
+    rows = collector.arrays()
+    np.testing.assert_allclose(rows["pred_entropy"], entropy(probs, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(rows["loss"], -np.log(probs[np.arange(n), labels]), rtol=1e-12)
+    np.testing.assert_array_equal(rows["correct"], probs.argmax(axis=1) == labels)

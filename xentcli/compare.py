@@ -59,18 +59,22 @@ class RowCollector:
     id_column: str | None
     parts: dict[str, list[npt.NDArray[Any]]] = field(default_factory=dict)
 
-    def __call__(self, chunk: Chunk, local: npt.NDArray[np.intp], ordinals: npt.NDArray[np.intp],
-                 pred: LogProbs, rows: Rows) -> None:
+    def extract(self, chunk: Chunk, local: npt.NDArray[np.intp], ordinals: npt.NDArray[np.intp],
+                pred: LogProbs, rows: Rows) -> dict[str, npt.NDArray[Any]]:
         stats = row_stats(pred, rows.labels, rows.targets, self.eps)
-        weights = np.ones(len(ordinals)) if rows.weights is None else rows.weights
-        target = (rows.labels if rows.labels is not None
+        # copies: the block's arrays may be buffers that later blocks overwrite
+        weights = np.ones(len(ordinals)) if rows.weights is None else rows.weights.copy()
+        target = (rows.labels.copy() if rows.labels is not None
                   else np.asarray(rows.targets).T.copy())  # (rows, classes) for soft targets
         values: dict[str, npt.NDArray[Any]] = {
             "loss": stats.loss, "kl": stats.kl, "pred_entropy": stats.pred_entropy,
             "correct": stats.correct.astype(np.float64), "target_entropy": stats.target_entropy,
             "weight": weights, "target": target, "key": self._keys(chunk, local, ordinals),
         }
-        for name, value in values.items():
+        return values
+
+    def commit(self, part: dict[str, npt.NDArray[Any]]) -> None:
+        for name, value in part.items():
             self.parts.setdefault(name, []).append(value)
 
     def _keys(self, chunk: Chunk, local: npt.NDArray[np.intp], ordinals: npt.NDArray[np.intp],

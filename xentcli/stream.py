@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -32,9 +32,19 @@ from xentcli.report.model import WorstRow
 
 AnyAccumulator = Accumulator | MultilabelAccumulator
 Index = npt.NDArray[np.intp]
-# (chunk, valid rows' indices in the chunk, their 1-based ordinals over all inputs, predictions,
-#  valid rows) -> None
-RowSink = Callable[["Chunk", Index, Index, LogProbs, "Rows"], None]
+
+
+class RowSink(Protocol):
+    """Takes per-row values of every block's valid rows (``xent compare`` keeps row losses)."""
+
+    def extract(self, chunk: Chunk, local: Index, ordinals: Index, pred: LogProbs, rows: Rows) -> Any:
+        """What to keep of a block's valid rows (``local``: their indices in the block,
+        ``ordinals``: their 1-based numbers over all inputs). Called while the block is scored:
+        its arrays live in reused buffers and are overwritten later."""
+
+    def commit(self, part: Any) -> None:
+        """Keep a part, once the pass over its file has succeeded."""
+
 MAX_PROBLEMS_SHOWN = 5
 READ_AHEAD = 2
 # Decoded chunks live in a ring of buffers. The producer fills buffer j % BUFFERS for chunk j
@@ -132,7 +142,7 @@ class Tally:
     worst: list[tuple[float, int, WorstRow]] = field(default_factory=list)  # heap of (loss, -ordinal)
     problems: Problems = field(default_factory=Problems)
     rows_read: int = 0
-    sink_calls: list[tuple[Any, ...]] = field(default_factory=list)
+    sink_parts: list[Any] = field(default_factory=list)  # committed when the pass succeeds
 
 
 @dataclass
@@ -265,8 +275,8 @@ def _merge_tally(run: Run, part: Tally) -> None:
     total.problems.merge(part.problems)
     total.rows_read += part.rows_read
     if run.row_sink is not None:
-        for call in part.sink_calls:
-            run.row_sink(*call)
+        for sunk in part.sink_parts:
+            run.row_sink.commit(sunk)
 
 
 def _merged(total: AnyAccumulator, part: AnyAccumulator) -> AnyAccumulator:
@@ -305,7 +315,7 @@ def _score_valid_rows(run: Run, tally: Tally, chunk: Chunk) -> None:
     if settings.worst > 0 and pred is not None:
         _update_worst(run, tally, chunk, local, first_ordinal, pred, rows)
     if run.row_sink is not None and pred is not None:
-        tally.sink_calls.append((chunk, local, first_ordinal + local, pred, rows))
+        tally.sink_parts.append(run.row_sink.extract(chunk, local, first_ordinal + local, pred, rows))
 
 
 def _accumulate(acc: AnyAccumulator, rows: Rows, pred: LogProbs | None = None) -> LogProbs | None:
