@@ -77,6 +77,7 @@ class Chunk:
     batch: pa.RecordBatch
     decoded: Decoded
     codes: validate.Codes | None = None  # why each row is invalid (0: valid); None: all valid
+    low: float | None = None  # the smallest prediction of the block (probabilities only)
 
 
 @dataclass
@@ -229,20 +230,21 @@ def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.Ragg
             stop = min(start + MATH_BLOCK_ROWS, batch.num_rows)
             chunk = Chunk(source, first_row + start, batch.slice(start, stop - start),
                           decoded.rows(start, stop))
-            chunk.codes = _validate(run, chunk.decoded)
             yield chunk
         first_row += batch.num_rows
 
 
-def _validate(run: Run, d: Decoded) -> validate.Codes | None:
-    """Why each row of a block is invalid; run on the reader thread, which has time to spare,
-    while the block is still in its cache."""
+def _validate(run: Run, chunk: Chunk) -> None:
+    """Why each row of a block is invalid, while the block is still in the CPU's cache."""
     settings = run.settings
+    d = chunk.decoded
     tol = validate.Tolerance(settings.sum_tol, settings.renormalize, not run.layout.multilabel)
+    if run.layout.scale == "probs" and d.preds.size:
+        chunk.low = float(d.preds.min())
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale, d.labels, d.targets,
-                                    d.target_nulls, d.weights, d.weight_nulls, tol)
-    return validate.overlay_forced(codes, d.forced)
+                                    d.target_nulls, d.weights, d.weight_nulls, tol, chunk.low)
+    chunk.codes = validate.overlay_forced(codes, d.forced)
 
 
 def score_source(run: Run, source: Source) -> None:
@@ -290,6 +292,7 @@ def _merged(total: AnyAccumulator, part: AnyAccumulator) -> AnyAccumulator:
 def _score_chunk(run: Run, tally: Tally, chunk: Chunk) -> None:
     # every non-finite value is found and reported by validation: NumPy need not warn about it
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        _validate(run, chunk)
         _score_valid_rows(run, tally, chunk)
     if run.progress is not None:
         run.progress(run.tally.rows_read + tally.rows_read, run.total_rows)
@@ -307,9 +310,11 @@ def _score_valid_rows(run: Run, tally: Tally, chunk: Chunk) -> None:
         _record_problems(run, tally, chunk, codes)
         local = np.flatnonzero(codes == 0)
         rows = rows.subset(local)
+    low = chunk.low  # a lower bound of the valid rows' probabilities too
     if settings.renormalize and run.layout.scale == "probs":
         rows.preds = rows.preds / rows.preds.sum(axis=0)
-    pred = _accumulate(tally.total, rows)
+        low = None
+    pred = _accumulate(tally.total, rows, low=low)
     if run.layout.group_columns:
         _update_groups(run, tally, chunk, local, rows, pred)
     if settings.worst > 0 and pred is not None:
@@ -318,13 +323,14 @@ def _score_valid_rows(run: Run, tally: Tally, chunk: Chunk) -> None:
         tally.sink_parts.append(run.row_sink.extract(chunk, local, first_ordinal + local, pred, rows))
 
 
-def _accumulate(acc: AnyAccumulator, rows: Rows, pred: LogProbs | None = None) -> LogProbs | None:
+def _accumulate(acc: AnyAccumulator, rows: Rows, pred: LogProbs | None = None,
+                low: float | None = None) -> LogProbs | None:
     """Add rows to an accumulator; returns the predictions' logs (None for multilabel)."""
     if isinstance(acc, MultilabelAccumulator):
         assert rows.targets is not None
         acc.update_columns(rows.preds, rows.targets, rows.weights)
         return None
-    pred = acc.log_probs(rows.preds) if pred is None else pred
+    pred = acc.log_probs(rows.preds, low) if pred is None else pred
     acc.update_class_major(pred, rows.labels, rows.targets, rows.weights)
     return pred
 

@@ -80,13 +80,14 @@ class Accumulator:
         weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.update_class_major(self.log_probs(pred_cm), label_idx, target_cm, weight_arr)
 
-    def log_probs(self, preds: Floats) -> kernels.LogProbs:
-        """Turn class-major predictions in this accumulator's scale into probabilities and logs."""
+    def log_probs(self, preds: Floats, low: float | None = None) -> kernels.LogProbs:
+        """Turn class-major predictions in this accumulator's scale into probabilities and logs
+        (``low``: a known lower bound of probabilities, see :func:`kernels.from_probs`)."""
         if self.scale == "logits":
             return kernels.from_logits(preds)
         if self.scale == "logprobs":
             return kernels.from_log_probs(preds)
-        return kernels.from_probs(preds, self.eps)
+        return kernels.from_probs(preds, self.eps, low)
 
     def update_class_major(
         self,

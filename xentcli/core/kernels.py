@@ -54,22 +54,30 @@ class LogProbs:
     log_probs: Floats
     clipped_mask: npt.NDArray[np.bool_] | None  # where q < eps (probs scale only)
     exact_logs: bool  # True when log q came from logits/logprobs, not from clipping q
+    finite_logs: bool = False  # True when no log q can be −inf (skips a check in entropies)
 
     def select(self, rows: npt.NDArray[Any]) -> LogProbs:
         """The same predictions for a subset of rows (a mask or indices)."""
         mask = None if self.clipped_mask is None else self.clipped_mask[:, rows]
-        return LogProbs(self.probs[:, rows], self.log_probs[:, rows], mask, self.exact_logs)
+        return LogProbs(self.probs[:, rows], self.log_probs[:, rows], mask, self.exact_logs,
+                        self.finite_logs)
 
 
-def from_probs(probs: Floats, eps: float) -> LogProbs:
+def from_probs(probs: Floats, eps: float, low: float | None = None) -> LogProbs:
     """Log of probabilities clipped up to ``eps`` (``eps == 0``: no clipping, log 0 = −inf).
 
     The clip (a pass and a temporary) is skipped when no probability of the chunk is below eps,
-    which is the common case."""
+    which is the common case. ``low``, when given, is a lower bound of ``probs`` already known
+    (the minimum validation found in the block these rows come from): it saves a pass."""
+    if probs.size == 0:
+        return LogProbs(probs, np.log(probs), None, exact_logs=False, finite_logs=True)
+    if low is None or not low >= eps:  # not: NaN too
+        low = float(probs.min())
     with np.errstate(divide="ignore"):
-        if eps > 0 and probs.size and probs.min() < eps:
-            return LogProbs(probs, np.log(np.maximum(probs, eps)), probs < eps, exact_logs=False)
-        return LogProbs(probs, np.log(probs), None, exact_logs=False)
+        if eps > 0 and low < eps:
+            return LogProbs(probs, np.log(np.maximum(probs, eps)), probs < eps, exact_logs=False,
+                            finite_logs=True)
+        return LogProbs(probs, np.log(probs), None, exact_logs=False, finite_logs=low > 0)
 
 
 def from_logits(logits: Floats) -> LogProbs:
@@ -78,7 +86,7 @@ def from_logits(logits: Floats) -> LogProbs:
     shifted = logits - logits.max(axis=0)
     log_norm = np.log(np.exp(shifted).sum(axis=0))
     log_probs = shifted - log_norm
-    return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)
+    return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)  # −inf if exp underflows
 
 
 def from_log_probs(log_probs: Floats) -> LogProbs:
@@ -107,7 +115,8 @@ def binary_pair(positive: Floats, scale: str) -> Floats:
 def row_pred_entropy(pred: LogProbs) -> Floats:
     """H(q) per row, with 0·log 0 = 0 also where log q = −inf (eps = 0, or a log-probability of
     −inf given as such)."""
-    if pred.probs.size and pred.probs.min() == 0 and np.isneginf(pred.log_probs).any():
+    if not pred.finite_logs and pred.probs.size and pred.probs.min() == 0 \
+            and np.isneginf(pred.log_probs).any():
         with np.errstate(invalid="ignore"):
             terms = pred.probs * pred.log_probs
         terms[pred.probs == 0] = 0.0
@@ -115,11 +124,24 @@ def row_pred_entropy(pred: LogProbs) -> Floats:
     return -np.einsum("kn,kn->n", pred.probs, pred.log_probs)
 
 
+_ROW_NUMBERS = np.arange(0)
+
+
+def _row_numbers(n_rows: int) -> Ints:
+    """0, 1, …, n_rows − 1, from a cache that grows to the largest block seen."""
+    global _ROW_NUMBERS
+    if _ROW_NUMBERS.size < n_rows:
+        _ROW_NUMBERS = np.arange(n_rows)
+    return _ROW_NUMBERS[:n_rows]
+
+
 def pick(block: npt.NDArray[Any], labels: Ints) -> npt.NDArray[Any]:
     """block[labels[i], i] for every row i (a flat gather when the block is contiguous)."""
     n_rows = block.shape[1]
     if block.flags.c_contiguous:
-        return block.ravel()[labels * n_rows + np.arange(n_rows)]
+        flat = labels * n_rows
+        flat += _row_numbers(n_rows)
+        return block.ravel().take(flat)
     return np.take_along_axis(block, labels[None, :], axis=0)[0]
 
 
@@ -150,8 +172,12 @@ def hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None) -> Ch
     correct = argmax_hits(pred, labels, true_logs)
     clipped = 0 if pred.clipped_mask is None else int(pick(pred.clipped_mask, labels).sum())
     if weights is None:
-        support = np.bincount(labels, minlength=n_classes).astype(np.float64)
-        class_correct = np.bincount(labels[correct], minlength=n_classes).astype(np.float64)
+        # one count for both: label k with a miss counts at k, with a hit at n_classes + k
+        slots = correct * n_classes
+        slots += labels
+        counts = np.bincount(slots, minlength=2 * n_classes).astype(np.float64)
+        class_correct = counts[n_classes:]
+        support = counts[:n_classes] + class_correct
         weight_sum, pred_sum = float(n_rows), pred.probs.sum(axis=1)
     else:
         loss, pred_entropy = loss * weights, pred_entropy * weights

@@ -42,11 +42,16 @@ def top_value(tol: Tolerance) -> float:
     return float(np.finfo(np.float64).max) if tol.renormalize else 1.0
 
 
-def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float) -> Mask:
-    """Rows that pass every check (the fast path: two whole-block reductions and a row sum)."""
+def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float, low: float | None = None,
+            ) -> Mask:
+    """Rows that pass every check (the fast path: two whole-block reductions and a row sum).
+    ``low``: the block's minimum, when the caller has it."""
     if not is_prob:
         return np.asarray(np.isfinite(values).all(axis=0))
-    if values.size and values.min() >= 0 and values.max() <= top:  # NaN fails both
+    if not values.size:
+        return np.ones(values.shape[1], dtype=bool)
+    low = float(values.min()) if low is None else low
+    if low >= 0 and values.max() <= top:  # NaN fails both
         ok = np.ones(values.shape[1], dtype=bool)
     else:
         ok = np.asarray((values.min(axis=0) >= 0) & (values.max(axis=0) <= top))
@@ -57,12 +62,13 @@ def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float) -> Mask:
 
 
 def _distribution_codes(
-    values: Floats, null_rows: Mask | None, is_prob: bool, tol: Tolerance, top: float | None = None
+    values: Floats, null_rows: Mask | None, is_prob: bool, tol: Tolerance, top: float | None = None,
+    low: float | None = None,
 ) -> Codes | None:
     """Reason per row for a (classes, rows) block of probabilities (or logits if not is_prob)."""
     n_rows = values.shape[1]
     top = top_value(tol) if top is None else top
-    ok = _row_ok(values, is_prob, tol, top)
+    ok = _row_ok(values, is_prob, tol, top, low)
     if null_rows is not None:
         ok &= ~null_rows
     if ok.all():
@@ -102,9 +108,10 @@ def overlay_forced(codes: Codes | None, forced: Codes | None) -> Codes | None:
     return codes
 
 
-def _prediction_codes(preds: Floats, nulls: Mask | None, scale: str, tol: Tolerance) -> Codes | None:
+def _prediction_codes(preds: Floats, nulls: Mask | None, scale: str, tol: Tolerance,
+                      low: float | None = None) -> Codes | None:
     if scale == "probs":
-        return _distribution_codes(preds, nulls, True, tol)
+        return _distribution_codes(preds, nulls, True, tol, low=low)
     if scale == "logits":
         return _distribution_codes(preds, nulls, False, tol)  # finite
     # log-probabilities: −inf is log 0, a valid value; NaN and +inf are not
@@ -125,11 +132,13 @@ def check_rows(
     weights: Floats | None,
     weight_nulls: Mask | None,
     tol: Tolerance,
+    low: float | None = None,
 ) -> Codes | None:
     """Reason codes for every row of a chunk, or None when every row is valid.
 
-    Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``)."""
-    codes = _prediction_codes(preds, pred_nulls, scale, tol)
+    Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``). ``low`` is
+    ``preds.min()`` when the caller has already computed it."""
+    codes = _prediction_codes(preds, pred_nulls, scale, tol, low)
     if targets is not None:
         target_tol = Tolerance(tol.sum_tol, renormalize=False, check_sums=tol.check_sums)
         codes = merge_codes(codes, _distribution_codes(targets, target_nulls, True, target_tol))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from xentcli.core.kernels import Floats, binary_pair
+from xentcli.core.kernels import Floats, Ints, binary_pair
 from xentcli.core.validate import LIST_LENGTH, NOT_A_NUMBER, Codes, Mask, merge_codes
 from xentcli.errors import DataError, escape_value
 from xentcli.io.layout import Layout, is_text
@@ -142,8 +142,14 @@ def _wide(
     bad_text: Mask | None = None
     for k, name in enumerate(names):
         column = batch.column(name)
-        out[k], bad = to_float(column)
         column_nulls = _nulls(column)
+        if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+            np.copyto(out[k], _primitive(column))  # one pass: no float64 temporary
+            if column_nulls is not None:
+                out[k][column_nulls] = np.nan
+            bad = None
+        else:
+            out[k], bad = to_float(column)
         empty = _empty_text(column)
         if empty is not None:
             column_nulls = empty if column_nulls is None else column_nulls | empty
@@ -243,8 +249,9 @@ class LabelMapper:
         encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
         texts = [_label_text(v) for v in encoded.dictionary.to_pylist()]
         codes = np.array([self._code(t) for t in texts] + [MISSING], dtype=np.intp)
-        indices = ints_or(encoded.indices, len(texts))
-        return codes[indices]
+        if encoded.indices.null_count == 0:  # index straight from Arrow's buffer
+            return codes.take(cast(Ints, _primitive(encoded.indices)))
+        return codes.take(ints_or(encoded.indices, len(texts)))
 
 
 def _label_text(value: object) -> str:
