@@ -69,11 +69,14 @@ class Layout:
 
     def csv_types(self) -> dict[str, pa.DataType]:
         """How CSV cells of each role convert: labels, groups and ids stay text exactly as
-        written; every number is float64."""
+        written; every number is float64. Labels and groups, which repeat, arrive
+        dictionary-encoded: each distinct text is then looked up once per block."""
         types: dict[str, pa.DataType] = {}
-        for name in (self.label_column, *self.group_columns, self.id_column):
+        for name in (self.label_column, *self.group_columns):
             if name is not None:
-                types[name] = pa.string()
+                types[name] = pa.dictionary(pa.int32(), pa.string())
+        if self.id_column is not None:
+            types[self.id_column] = pa.string()
         numeric = [*(self.target_columns or ()), self.weight_column]
         if not self.pred_is_list:
             numeric += list(self.pred_columns)
