@@ -839,3 +839,41 @@ def test_eps_zero_infinite_loss_is_null_in_the_report(tmp_path: Path) -> None:
     assert clipped["rows"]["clipped"] == 1
     assert_close(clipped["metrics"]["cross_entropy"],
                  (-math.log(EPS) - math.log(0.7) - math.log(0.6)) / 3, RTOL)
+
+
+@pytest.mark.parametrize("eps", [EPS, 0.0, 1e-3])
+def test_clipping_decided_per_block_with_skipped_rows(tmp_path: Path, eps: float) -> None:
+    """The scorer decides whether a block needs clipping from the smallest value validation saw
+    in it. Blocks of 50 rows: one has a zero on a true class, one has zeros only on other
+    classes, one has its only zero in an invalid row (skipped) and one has none. Oracle: the
+    SPEC formulas with SciPy on the valid rows, and sklearn's log_loss where eps > 0."""
+    rng = np.random.default_rng(97)
+    n, k = 200, 3
+    probs = model_probs(rng, n, k, spread=1.0)
+    labels = sample_labels(rng, probs)
+    probs[3] = [0.0, 0.5, 0.5]
+    labels[3] = 0  # block 1: zero on the true class
+    probs[60] = [1.0, 0.0, 0.0]
+    labels[60] = 0  # block 2: zeros elsewhere only
+    probs[120] = [0.0, 0.2, 0.2]  # block 3: the zero is in a row whose sum is off: skipped
+    valid = np.ones(n, dtype=bool)
+    valid[120] = False
+    path = write_parquet(tmp_path / "p.parquet", probs, labels, ["a", "b", "c"])
+    report = metrics_of(path, eps=eps, chunk_rows=50, on_invalid="skip")
+    assert report["rows"]["skipped"] == 1
+    expected = oracle(one_hot(labels[valid], k), probs[valid], eps=eps)
+    got = report["metrics"]
+    if eps == 0.0:  # log 0 on a true class: an infinite loss, null in JSON
+        assert got["cross_entropy"] is None and got["kl_divergence"] is None
+    else:
+        assert_close(got["cross_entropy"], expected["cross_entropy"], RTOL)
+    if eps == EPS:
+        assert_close(got["cross_entropy"], log_loss(labels[valid], probs[valid], labels=[0, 1, 2]), RTOL)
+    for key in ("entropy_pred", "accuracy", "prior_entropy"):
+        assert_close(got[key], expected[key], RTOL, key)
+    true_q = probs[valid][np.arange(valid.sum()), labels[valid]]
+    assert report["rows"]["clipped"] == int((true_q < eps).sum())
+    if eps == EPS:
+        assert report["rows"]["clipped"] == 1  # row 3 only (the zero in row 120 was skipped)
+    if eps == 0.0:
+        assert report["rows"]["clipped"] == 0
