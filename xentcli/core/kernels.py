@@ -86,7 +86,7 @@ def from_logits(logits: Floats) -> LogProbs:
     shifted = logits - logits.max(axis=0)
     log_norm = np.log(np.exp(shifted).sum(axis=0))
     log_probs = shifted - log_norm
-    return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)  # −inf if exp underflows
+    return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)
 
 
 def from_log_probs(log_probs: Floats) -> LogProbs:
