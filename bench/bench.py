@@ -12,10 +12,17 @@ every contender on the same file, each in its own fresh subprocess, interleaved 
 and prints, per file, the median and minimum wall time, the ratio to xent, the child's own compute
 time, the peak RSS and the cross-entropy each contender computed (checked against xent's).
 
+Before that it byte-compiles xentcli (``python -m compileall``, as pip does when it installs a
+wheel; an editable install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module
+from source in every run), and times start-up once: ``xent --version``, ``xent --help`` and
+``xent score`` on a 10-row file against ``python -c "import pyarrow.parquet"``. At the end it
+prints the performance targets with PASS / MISS.
+
 Usage::
 
     python bench/bench.py --rows 10000000 --classes 10 --repeat 3
     python bench/bench.py --rows 10000000 --rows 50000000 --only parquet --keep
+    python bench/bench.py --only startup --startup-repeat 15
 
 The measuring parent imports nothing but the standard library: on Linux a child's ``ru_maxrss``
 is at least its parent's high-water RSS at spawn time (``exec`` folds the old address space's peak
@@ -41,7 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -64,6 +71,24 @@ PANDAS_BYTES_PER_CELL = 70
 PANDAS_MEM_SHARE = 0.8
 #: Relative CE difference to xent above which a warning is printed.
 CE_RTOL = 1e-6
+#: Rows of the start-up section's Parquet file: reading it costs next to nothing.
+STARTUP_ROWS = 10
+#: The start-up reference: what any pyarrow-based Parquet reader has to import.
+STARTUP_REFERENCE = "import pyarrow.parquet"
+#: Libraries ``xent --help`` and ``xent --version`` should not import.
+HEAVY_MODULES = ("numpy", "pandas", "pyarrow")
+
+# Performance targets (medians of wall time; peak RSS is the maximum over repeats).
+#: Parquet: xent median / contender median at most this.
+PARQUET_RATIO_LIMITS = {"duckdb": 0.8, "polars": 1.0, "pyarrow-decode": 1.5}
+#: CSV: xent median / contender median at most this.
+CSV_RATIO_LIMITS = {"duckdb": 1.0}
+#: xent's peak RSS on any Parquet file, in bytes (ru_maxrss is KiB).
+RSS_LIMIT_BYTES = 300e6
+#: xent's peak RSS, largest Parquet size over smallest, at most this.
+RSS_FLAT_LIMIT = 1.10
+#: xent score on the 10-row file, median over the reference's median, at most this.
+STARTUP_RATIO_LIMIT = 1.5
 
 THIS_FILE = Path(__file__).resolve()
 REPO_ROOT = THIS_FILE.parent.parent
@@ -449,10 +474,11 @@ def make_run(path: Path, name: str, repeat: int, outcome: ChildOutcome) -> Run:
     )
 
 
-def log_run(run: Run, outcome: ChildOutcome, cmd: Sequence[str], args: argparse.Namespace) -> None:
+def log_run(run: Run, outcome: ChildOutcome, cmd: Sequence[str], total: int) -> None:
+    """One line per run; on failure the command and the end of its stderr. ``total``: repeats."""
     status = "ok" if run.ok else f"FAILED ({run.error})"
     log(
-        f"  repeat {run.repeat + 1}/{args.repeat} {run.contender:<15} {run.wall_s:8.2f} s "
+        f"  repeat {run.repeat + 1}/{total} {run.contender:<20} {run.wall_s:8.2f} s "
         f"{run.maxrss_kib / 1024:9.1f} MiB  {status}"
     )
     if not run.ok:
@@ -460,7 +486,7 @@ def log_run(run: Run, outcome: ChildOutcome, cmd: Sequence[str], args: argparse.
         lines = outcome.stderr.strip().splitlines()[-15:]
         if lines:
             log("  stderr (last lines):\n" + "\n".join(f"    {line}" for line in lines))
-        log(f"  {run.contender}: skipping its remaining repeats on this file")
+        log(f"  {run.contender}: skipping its remaining repeats")
 
 
 def skip_reason(name: str, rows: int, k: int) -> str | None:
@@ -506,7 +532,7 @@ def bench_file(target: Target, args: argparse.Namespace) -> tuple[list[Run], dic
             outcome = run_child(cmd, args.timeout)
             run = make_run(path, name, r, outcome)
             runs.append(run)
-            log_run(run, outcome, cmd, args)
+            log_run(run, outcome, cmd, args.repeat)
             if not run.ok:
                 failed.add(name)
             elif run.rows is not None and run.rows != rows:
@@ -653,11 +679,329 @@ def print_legend() -> None:
     print(
         "\nmedian s / min s: parent's wall time around the whole child process (interpreter\n"
         "  start-up and imports included, the same for everybody); vs xent: median / xent's\n"
-        "  median (above 1 = slower than xent); compute s: the child's own timing after its\n"
-        "  imports (xent does not report one); peak RSS: the child's ru_maxrss from os.wait4,\n"
-        f"  max over repeats (floor: this parent's own {floor:.0f} MiB high-water mark, which\n"
-        "  Linux carries into every child; a value at the floor is not a measurement)."
+        "  median (above 1 = slower than xent); vs reference (start-up): median / the\n"
+        "  reference's median; compute s: the child's own timing after its imports (xent\n"
+        "  does not report one); peak RSS: the child's ru_maxrss from os.wait4, max over\n"
+        f"  repeats (floor: this parent's own {floor:.0f} MiB high-water mark, which Linux\n"
+        "  carries into every child; a value at the floor is not a measurement)."
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Byte-compile xent before timing it
+# --------------------------------------------------------------------------------------------
+
+
+def xent_package_dir() -> str:
+    """xentcli's directory, found by a child: the measuring parent must not import it."""
+    code = "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('xentcli').origin))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    package = proc.stdout.strip()
+    if not Path(package).is_dir():  # compileall would say "Can't list" and still exit 0
+        raise OSError(f"not a directory: {package!r}")
+    return package
+
+
+def byte_compile_xent() -> str:
+    """Write xentcli's .pyc files, as pip does when it installs a wheel; return what was done.
+
+    Installed editable, xent runs from its source tree; with PYTHONDONTWRITEBYTECODE=1 Python
+    never writes the cache there, so every run would compile every xent module again, a cost
+    that numpy, pyarrow and duckdb (installed with their .pyc files) do not pay.
+    """
+    cmd: list[str] = []
+    try:
+        package = xent_package_dir()
+        cmd = [sys.executable, "-m", "compileall", "-q", package]
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        output = getattr(exc, "stderr", None) or getattr(exc, "stdout", None) or ""
+        lines = output.strip().splitlines()
+        detail = lines[-1] if lines else str(exc)
+        what = shlex.join(cmd) if cmd else "locating xentcli"
+        log(f"WARNING: could not byte-compile xentcli ({what}: {detail}); timing it anyway")
+        return f"failed: {detail}"
+    unset = "" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "not "
+    log(
+        f"byte-compiled xentcli ({shlex.join(cmd)}), as pip does when it installs a wheel, so "
+        f"xent's runs do not compile it from source (PYTHONDONTWRITEBYTECODE is {unset}set)"
+    )
+    return f"compiled {package}"
+
+
+# --------------------------------------------------------------------------------------------
+# Start-up: xent --version, --help and a 10-row score against `python -c "import pyarrow.parquet"`
+# --------------------------------------------------------------------------------------------
+
+REFERENCE_LABEL = "reference"
+SCORE_LABEL = f"xent score ({STARTUP_ROWS} rows)"
+
+
+@dataclass
+class StartupBench:
+    path: Path
+    runs: list[Run]
+    #: Per flag (``--help``, ``--version``), the heavy libraries it imports; None: check failed.
+    imports: dict[str, list[str] | None]
+
+
+def startup_cmds(small: Path, xent_cmd: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(label, command) for each start-up measurement, the reference first."""
+    return [
+        (REFERENCE_LABEL, [sys.executable, "-c", STARTUP_REFERENCE]),
+        ("xent --version", [*xent_cmd, "--version"]),
+        ("xent --help", [*xent_cmd, "--help"]),
+        (SCORE_LABEL, [*xent_cmd, "score", str(small), "--format", "json", "-q"]),
+    ]
+
+
+def make_startup_run(label: str, path: Path, repeat: int, outcome: ChildOutcome) -> Run:
+    if label == SCORE_LABEL:
+        run = make_run(path, "xent", repeat, outcome)
+        if run.ok and run.rows != STARTUP_ROWS:
+            run.ok, run.error = False, f"scored {run.rows} rows, expected {STARTUP_ROWS}"
+        return replace(run, format="startup", contender=label)
+    error = None if outcome.returncode == 0 else failure_reason(outcome)
+    return Run(
+        file="",
+        format="startup",
+        contender=label,
+        repeat=repeat,
+        ok=error is None,
+        returncode=outcome.returncode,
+        wall_s=outcome.wall_s,
+        maxrss_kib=outcome.maxrss_kib,
+        error=error,
+    )
+
+
+def parse_importtime(stderr: str) -> list[str]:
+    """The HEAVY_MODULES (top-level names) in ``-X importtime`` output.
+
+    Lines look like ``import time:   self |  cumulative |   module``; the module is the last field.
+    """
+    found: set[str] = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:"):
+            top = line.rsplit("|", 1)[-1].strip().split(".")[0]
+            if top in HEAVY_MODULES:
+                found.add(top)
+    return [m for m in HEAVY_MODULES if m in found]
+
+
+def heavy_imports(flag: str) -> list[str] | None:
+    """Which HEAVY_MODULES ``python -m xentcli FLAG`` imports; None if it did not run."""
+    cmd = [sys.executable, "-X", "importtime", "-m", "xentcli", flag]
+    proc = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO_ROOT, check=False
+    )
+    if proc.returncode != 0:
+        log(f"WARNING: {shlex.join(cmd)} exited with status {proc.returncode}")
+        return None
+    return parse_importtime(proc.stderr)
+
+
+def bench_startup(small: Path, args: argparse.Namespace) -> StartupBench:
+    """Each start-up command once per repeat, interleaved, each in a fresh process."""
+    log(f"\n[startup] {small.name}: warming page cache")
+    warm_cache(small)
+    runs: list[Run] = []
+    failed: set[str] = set()
+    for r in range(args.startup_repeat):
+        for label, cmd in startup_cmds(small, args.xent_cmd):
+            if label in failed:
+                continue
+            outcome = run_child(cmd, args.timeout)
+            run = make_startup_run(label, small, r, outcome)
+            runs.append(run)
+            log_run(run, outcome, cmd, args.startup_repeat)
+            if not run.ok:
+                failed.add(label)
+    imports = {flag: heavy_imports(flag) for flag in ("--help", "--version")}
+    return StartupBench(path=small, runs=runs, imports=imports)
+
+
+def imports_text(modules: list[str] | None) -> str:
+    if modules is None:
+        return "unknown (the check failed)"
+    return ", ".join(modules) if modules else "none of " + ", ".join(HEAVY_MODULES)
+
+
+STARTUP_HEADER = ("command", "median s", "min s", "vs reference", "peak RSS MiB", "runs", "status")
+
+
+def startup_row(label: str, rs: Sequence[Run], ref_median: float | None) -> tuple[str, ...]:
+    ok = [r for r in rs if r.ok]
+    med = median_or_none([r.wall_s for r in ok])
+    ratio = med / ref_median if med is not None and ref_median else None
+    return (
+        label,
+        fmt_num(med, ".3f"),
+        fmt_num(min((r.wall_s for r in ok), default=None), ".3f"),
+        fmt_num(ratio, ".2f", "x"),
+        fmt_num(max((r.maxrss_kib / 1024 for r in ok), default=None), ",.0f"),
+        str(len(ok)),
+        "ok" if len(ok) == len(rs) else f"FAILED: {rs[-1].error}",
+    )
+
+
+def report_startup(bench: StartupBench, args: argparse.Namespace) -> None:
+    labels = [label for label, _ in startup_cmds(bench.path, args.xent_cmd)]
+    by_label = {label: [r for r in bench.runs if r.contender == label] for label in labels}
+    ref_median = median_or_none([r.wall_s for r in by_label[REFERENCE_LABEL] if r.ok])
+    print(
+        f"\n== start-up: {args.startup_repeat} repeats, interleaved; "
+        f'reference = python -c "{STARTUP_REFERENCE}" =='
+    )
+    print_table([STARTUP_HEADER, *(startup_row(lb, by_label[lb], ref_median) for lb in labels)])
+    for flag, modules in bench.imports.items():
+        print(f"{flag} imports: {imports_text(modules)}")
+    sys.stdout.flush()
+
+
+def startup_result(bench: StartupBench, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "file": str(bench.path),
+        "rows": STARTUP_ROWS,
+        "reference": f'python -c "{STARTUP_REFERENCE}"',
+        "commands": {label: cmd for label, cmd in startup_cmds(bench.path, args.xent_cmd)},
+        "runs": [asdict(r) for r in bench.runs],
+        "heavy_imports": bench.imports,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Targets: PASS / MISS against the performance issue's goals
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileBench:
+    target: Target
+    runs: list[Run]
+    skipped: dict[str, str]
+    size_bytes: int
+
+
+@dataclass
+class Goal:
+    target: str
+    value: float | None
+    measured: str
+    limit: float
+    limit_text: str
+    status: str  # PASS, MISS or n/a
+
+
+def goal(text: str, value: float | None, limit: float, fmt: Callable[[float], str]) -> Goal:
+    """A target row: PASS when ``value <= limit``; n/a when there is no value."""
+    status = "n/a" if value is None else ("PASS" if value <= limit else "MISS")
+    measured = "n/a" if value is None else fmt(value)
+    return Goal(text, value, measured, limit, fmt(limit), status)
+
+
+def times(x: float) -> str:
+    return f"{x:.2f}x"
+
+
+def megabytes(x: float) -> str:
+    return f"{x / 1e6:,.0f} MB"
+
+
+def all_ok(runs: Sequence[Run], name: str) -> list[Run] | None:
+    """``name``'s runs, or None if it did not run or any run failed."""
+    rs = [r for r in runs if r.contender == name]
+    return rs if rs and all(r.ok for r in rs) else None
+
+
+def wall_median(runs: Sequence[Run], name: str) -> float | None:
+    rs = all_ok(runs, name)
+    return statistics.median(r.wall_s for r in rs) if rs else None
+
+
+def peak_rss_bytes(runs: Sequence[Run], name: str) -> float | None:
+    rs = all_ok(runs, name)
+    return max(r.maxrss_kib for r in rs) * 1024.0 if rs else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def file_goals(fb: FileBench) -> list[Goal]:
+    fmt = file_format(fb.target.path)
+    where = f"{fmt} {fb.target.rows:,} rows"
+    limits = CSV_RATIO_LIMITS if fmt == "csv" else PARQUET_RATIO_LIMITS
+    xent = wall_median(fb.runs, "xent")
+    goals = [
+        goal(f"{where}: xent <= {limit:.1f}x {name}", ratio(xent, wall_median(fb.runs, name)), limit, times)
+        for name, limit in limits.items()
+    ]
+    if fmt == "parquet":
+        rss = peak_rss_bytes(fb.runs, "xent")
+        text = f"{where}: xent peak RSS <= {megabytes(RSS_LIMIT_BYTES)}"
+        goals.append(goal(text, rss, RSS_LIMIT_BYTES, megabytes))
+    return goals
+
+
+def flat_rss_goal(parquet: Sequence[FileBench]) -> Goal | None:
+    """Largest Parquet size's xent peak RSS over the smallest's, if two or more sizes ran."""
+    if len(parquet) < 2:
+        return None
+    small = min(parquet, key=lambda fb: fb.target.rows)
+    large = max(parquet, key=lambda fb: fb.target.rows)
+    text = f"parquet: xent peak RSS flat, {large.target.rows:,} / {small.target.rows:,} rows"
+    value = ratio(peak_rss_bytes(large.runs, "xent"), peak_rss_bytes(small.runs, "xent"))
+    return goal(f"{text} <= {RSS_FLAT_LIMIT:.2f}x", value, RSS_FLAT_LIMIT, times)
+
+
+def startup_goals(bench: StartupBench) -> list[Goal]:
+    score = wall_median(bench.runs, SCORE_LABEL)
+    value = ratio(score, wall_median(bench.runs, REFERENCE_LABEL))
+    text = f"start-up: {SCORE_LABEL} <= {STARTUP_RATIO_LIMIT:.1f}x reference"
+    goals = [goal(text, value, STARTUP_RATIO_LIMIT, times)]
+    for flag, modules in bench.imports.items():
+        text = f"start-up: xent {flag} imports none of {', '.join(HEAVY_MODULES)}"
+        if modules is None:
+            goals.append(Goal(text, None, "n/a", 0.0, "none", "n/a"))
+        else:
+            status = "MISS" if modules else "PASS"
+            goals.append(Goal(text, float(len(modules)), ", ".join(modules) or "none", 0.0, "none", status))
+    return goals
+
+
+def collect_goals(startup: StartupBench | None, files: Sequence[FileBench]) -> list[Goal]:
+    """In the order things ran: start-up, each Parquet size, flat RSS, CSV."""
+    goals = startup_goals(startup) if startup is not None else []
+    parquet = [fb for fb in files if file_format(fb.target.path) == "parquet"]
+    for fb in parquet:
+        goals += file_goals(fb)
+    flat = flat_rss_goal(parquet)
+    if flat is not None:
+        goals.append(flat)
+    for fb in files:
+        if file_format(fb.target.path) == "csv":
+            goals += file_goals(fb)
+    return goals
+
+
+def print_goals(goals: Sequence[Goal]) -> None:
+    print("\n== targets ==")
+    if not goals:
+        print("(nothing measured)")
+        return
+    rows = [(g.target, g.measured, g.limit_text, g.status) for g in goals]
+    print_table([("target", "measured", "limit", "result"), *rows])
+    counts = {s: sum(g.status == s for g in goals) for s in ("PASS", "MISS", "n/a")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------------------------
@@ -692,7 +1036,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(tempfile.gettempdir()) / "xent-bench",
         help="where generated files are cached (default /tmp/xent-bench)",
     )
-    p.add_argument("--only", choices=("parquet", "csv"), help="benchmark only this format")
+    p.add_argument(
+        "--only",
+        choices=("parquet", "csv", "startup"),
+        help="benchmark only this format, or only start-up",
+    )
+    p.add_argument(
+        "--startup-repeat",
+        type=int,
+        default=15,
+        metavar="N",
+        help="runs per start-up command (default 15)",
+    )
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="do not byte-compile xentcli before timing it",
+    )
     p.add_argument(
         "--keep",
         action="store_true",
@@ -735,6 +1095,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--classes must be at least 2")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    if args.startup_repeat < 1:
+        p.error("--startup-repeat must be at least 1")
     args.xent_cmd = shlex.split(args.xent_cmd) if args.xent_cmd else [sys.executable, "-m", "xentcli"]
     if args.contenders:
         args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
@@ -762,56 +1124,77 @@ def plan_targets(args: argparse.Namespace) -> list[Target]:
     ]
 
 
-def file_result(target: Target, runs: list[Run], skipped: dict[str, str]) -> dict[str, Any]:
+def startup_file(args: argparse.Namespace) -> Path | None:
+    """The start-up section's 10-row file, or None when the section does not run."""
+    if args.only not in (None, "startup"):
+        return None
+    if args.contenders is not None and "xent" not in args.contenders:
+        log("start-up section skipped: xent is not in --contenders")
+        return None
+    return data_path(args.dir, STARTUP_ROWS, args.classes, args.seed, "parquet")
+
+
+def file_result(fb: FileBench) -> dict[str, Any]:
+    target = fb.target
     return {
         "file": str(target.path),
         "format": file_format(target.path),
         "rows": target.rows,
         "classes": target.classes,
-        "bytes": target.path.stat().st_size,
+        "bytes": fb.size_bytes,
         "duckdb_sql": duckdb_sql(str(target.path), class_names(target.classes)),
-        "runs": [asdict(r) for r in runs],
-        "skipped": skipped,
+        "runs": [asdict(r) for r in fb.runs],
+        "skipped": fb.skipped,
     }
 
 
-def benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Generate what is missing, run every file's contenders, print its table."""
+def benchmark(args: argparse.Namespace) -> tuple[StartupBench | None, list[FileBench]]:
+    """Generate what is missing, time start-up, then every file's contenders; print the tables."""
     targets = plan_targets(args)
+    small = startup_file(args)
+    wanted = [(t.path, t.rows) for t in targets] + ([(small, STARTUP_ROWS)] if small else [])
     generated: list[Path] = []
-    results: list[dict[str, Any]] = []
+    startup: StartupBench | None = None
+    files: list[FileBench] = []
     try:
-        for t in targets:
-            if ensure_file(t.path, t.rows, t.classes, args.seed):
-                generated.append(t.path)
+        for path, rows in wanted:
+            if ensure_file(path, rows, args.classes, args.seed):
+                generated.append(path)
+        if small is not None:
+            startup = bench_startup(small, args)
+            report_startup(startup, args)
         for t in targets:
             runs, skipped = bench_file(t, args)
             report(t, runs, skipped)
-            results.append(file_result(t, runs, skipped))
+            files.append(FileBench(t, runs, skipped, t.path.stat().st_size))
             if args.print_sql and "duckdb" in t.contenders:
-                print(f"\nDuckDB SQL:\n{results[-1]['duckdb_sql']}", flush=True)
-        print_legend()
+                print(f"\nDuckDB SQL:\n{duckdb_sql(str(t.path), class_names(t.classes))}", flush=True)
+        if startup is not None or files:
+            print_legend()
     finally:
         if not args.keep and generated:
             for path in generated:
                 path.unlink(missing_ok=True)
             log(f"removed {len(generated)} generated file(s); use --keep to cache them")
-    return results
+    return startup, files
 
 
-def save_json(out: Path, args: argparse.Namespace, info: dict[str, Any], files: Any) -> None:
+def save_json(out: Path, args: argparse.Namespace, info: dict[str, Any], results: dict[str, Any]) -> None:
     settings = {
         "rows": args.rows,
         "csv_rows": args.csv_rows,
         "classes": args.classes,
         "repeat": args.repeat,
+        "startup_repeat": args.startup_repeat,
+        "startup_rows": STARTUP_ROWS,
+        "only": args.only,
         "seed": args.seed,
         "row_group_rows": ROW_GROUP,
         "logit_scale": LOGIT_SCALE,
         "generator_version": GEN_VERSION,
         "parent_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
-    payload = {"machine": info, "settings": settings, "files": files}
+    payload = {"machine": info, "settings": settings, **results}
     out.write_text(json.dumps(payload, indent=2) + "\n")
     log(f"raw results written to {out}")
 
@@ -828,12 +1211,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_machine(info)
     print(
         f"settings: rows={args.rows} csv_rows={args.csv_rows} classes={args.classes} "
-        f"repeat={args.repeat} seed={args.seed} dir={args.dir}",
+        f"repeat={args.repeat} startup_repeat={args.startup_repeat} seed={args.seed} "
+        f"only={args.only or 'all'} dir={args.dir}",
         flush=True,
     )
-    files = benchmark(args)
+    compiled = "skipped (--no-compile)" if args.no_compile else byte_compile_xent()
+    startup, files = benchmark(args)
+    goals = collect_goals(startup, files)
+    print_goals(goals)
     if args.json is not None:
-        save_json(args.json, args, info, files)
+        results = {
+            "byte_compile": compiled,
+            "startup": startup_result(startup, args) if startup is not None else None,
+            "files": [file_result(fb) for fb in files],
+            "targets": [asdict(g) for g in goals],
+        }
+        save_json(args.json, args, info, results)
     return 0
 
 
