@@ -460,12 +460,12 @@ def parse_outcome(name: str, outcome: ChildOutcome) -> tuple[dict[str, Any], str
         return {}, f"xent JSON lacks {exc}"
 
 
-def make_run(path: Path, name: str, repeat: int, outcome: ChildOutcome) -> Run:
-    values, error = parse_outcome(name, outcome)
+def new_run(file: str, fmt: str, name: str, repeat: int, outcome: ChildOutcome, error: str | None,
+            values: dict[str, Any] | None = None) -> Run:
     fields = ("compute_s", "import_s", "rows", "cross_entropy", "entropy_pred")
     return Run(
-        file=str(path),
-        format=file_format(path),
+        file=file,
+        format=fmt,
         contender=name,
         repeat=repeat,
         ok=error is None,
@@ -473,8 +473,13 @@ def make_run(path: Path, name: str, repeat: int, outcome: ChildOutcome) -> Run:
         wall_s=outcome.wall_s,
         maxrss_kib=outcome.maxrss_kib,
         error=error,
-        **{key: values.get(key) for key in fields},
+        **{key: (values or {}).get(key) for key in fields},
     )
+
+
+def make_run(path: Path, name: str, repeat: int, outcome: ChildOutcome) -> Run:
+    values, error = parse_outcome(name, outcome)
+    return new_run(str(path), file_format(path), name, repeat, outcome, error, values)
 
 
 def log_run(run: Run, outcome: ChildOutcome, cmd: Sequence[str], total: int) -> None:
@@ -775,17 +780,7 @@ def make_startup_run(label: str, path: Path, repeat: int, outcome: ChildOutcome)
             run.ok, run.error = False, f"scored {run.rows} rows, expected {STARTUP_ROWS}"
         return replace(run, format="startup", contender=label)
     error = None if outcome.returncode == 0 else failure_reason(outcome)
-    return Run(
-        file="",
-        format="startup",
-        contender=label,
-        repeat=repeat,
-        ok=error is None,
-        returncode=outcome.returncode,
-        wall_s=outcome.wall_s,
-        maxrss_kib=outcome.maxrss_kib,
-        error=error,
-    )
+    return new_run("", "startup", label, repeat, outcome, error)
 
 
 def parse_importtime(stderr: str) -> list[str]:
