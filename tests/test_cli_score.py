@@ -406,3 +406,27 @@ def test_closed_stdout_is_quiet(big_report_input: Path) -> None:
     assert "Traceback" not in err
     assert err == ""
     assert proc.returncode in (0, 141, -13)
+
+
+def test_fast_exit_writes_everything(big_report_input: Path, tmp_path: Path) -> None:
+    """The command ends with os._exit (no interpreter teardown): a ~1 MB report read slowly
+    through a pipe still arrives whole, and a failed gate still writes its line and exits 1.
+    Oracle: the JSON parses and holds all 3,000 classes; the exit codes of SPEC section 6."""
+    xent = subprocess.Popen([sys.executable, "-m", "xentcli", "score", str(big_report_input),
+                             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=clean_env())
+    assert xent.stdout is not None and xent.stderr is not None
+    parts = []
+    while chunk := xent.stdout.read(4096):  # slower than xent writes: the pipe fills up
+        parts.append(chunk)
+    err = xent.stderr.read()
+    assert xent.wait(timeout=60) == 0, err
+    xent.stdout.close()
+    xent.stderr.close()
+    report = load_json(b"".join(parts).decode("utf-8"))
+    assert len(report["per_class"]) == 3000
+    gated = run_proc("score", big_report_input, "-f", "json", "-o", tmp_path / "r.json",
+                     "--fail-if", "cross_entropy > 0")
+    assert gated.code == 1
+    assert gated.err.startswith("gate failed: cross_entropy > 0 (value ")
+    assert load_json((tmp_path / "r.json").read_text())["passed"] is False
