@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import Result, clean_env, load_json, run_cli, run_proc
 
+from xentcli import pipeline
+
 CLASSES = ("cat", "dog", "bird")
 METRIC_KEYS = ("cross_entropy", "entropy_target", "kl_divergence", "entropy_pred", "prior_entropy",
                "normalized_cross_entropy", "perplexity", "accuracy", "weight_sum")
@@ -604,6 +606,22 @@ def test_per_class_unknown_class_exits_2(
     assert result.out == ""
     assert not out.exists()
     for name in CLASSES:  # the classes that exist are listed
+        assert name in result.err
+
+
+def test_unknown_class_is_refused_before_scoring(
+    capsys: pytest.CaptureFixture[str], mixed_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The class names of a wide file are known from its columns: a typo in a gate fails before
+    a (possibly long) pass over the data starts."""
+    def no_pass(*args: object) -> None:
+        raise AssertionError("the file was scored before the gate was checked")
+
+    monkeypatch.setattr(pipeline, "score_source", no_pass)
+    result = run_cli(capsys, "score", mixed_csv, "--fail-if", "per_class.accuracy[cta] < 0.5")
+    assert result.code == 2, result.err
+    assert "no class 'cta'" in result.err
+    for name in CLASSES:
         assert name in result.err
 
 

@@ -201,8 +201,12 @@ def score(
         parsed = [gate_mod.parse_gate(expr) for expr in fail_if or ()]
         baseline_report = None if baseline is None else gate_mod.load_baseline(
             baseline, options.signature(), SCHEMA_VERSION, allow_signature_mismatch)
+    def check_classes(names: Sequence[str]) -> None:  # a typo in a gate fails before the pass
+        gate_mod.check_classes(parsed, names)
+
     with _progress_bar(quiet) as progress:
-        report = run_score(files, options, progress=progress)
+        report = run_score(files, options, progress=progress,
+                           check_classes=check_classes if gating else None)
     if gating and parsed:
         results = gate_mod.evaluate_gates(parsed, report.to_dict(), baseline_report, baseline_path=baseline)
         report = report.with_gates(results)

@@ -326,6 +326,15 @@ def _targets(gate: Gate, report: Mapping[str, Any]) -> list[tuple[str | None, Ma
     return [(gate.selector, entries[gate.selector])]
 
 
+def check_classes(gates: Sequence[Gate], classes: Sequence[str]) -> None:
+    """Refuse a gate on a class the input does not have, before the file is scored (the same
+    message as after scoring, without waiting through a long run for a typo)."""
+    known = {"per_class": [{"class": name} for name in classes]}
+    for gate in gates:
+        if gate.scope == "per_class":
+            _targets(gate, known)
+
+
 def _baseline_value(
     gate: Gate, name: str | None, baseline: Mapping[str, Any], path: str | None
 ) -> float | None:

@@ -121,11 +121,14 @@ def score(
     stdin: BinaryIO | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     row_sink: RowSink | None = None,
+    check_classes: Callable[[Sequence[str]], None] | None = None,
 ) -> Report:
     """Score prediction files as one stream and return the report.
 
     ``progress(rows_read, total_rows_or_None)`` is called after every block; ``row_sink`` gets
-    every block's valid rows (``xent compare`` collects per-row losses through it).
+    every block's valid rows (``xent compare`` collects per-row losses through it);
+    ``check_classes(names)`` is called before the first row is read when the class names are
+    known from the columns or --classes (the CLI checks its gates with it).
 
     >>> from xentcli import score
     >>> report = score(["sample_data/animals.csv"])
@@ -137,6 +140,8 @@ def score(
     with ExitStack() as stack:
         sources = resolve_sources(paths, options.input_format, stack, stdin)
         layout, _, n_classes = _setup(sources, options)
+        if check_classes is not None and layout.classes is not None:
+            check_classes(layout.classes)
         labels = LabelMapper(layout) if layout.label_column else None
         settings = StreamSettings(options.eps, options.sum_tol, options.renormalize,
                                   options.chunk_rows, options.worst)
