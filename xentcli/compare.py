@@ -62,7 +62,7 @@ class RowCollector:
     def extract(self, chunk: Chunk, local: npt.NDArray[np.intp], ordinals: npt.NDArray[np.intp],
                 pred: LogProbs, rows: Rows) -> dict[str, npt.NDArray[Any]]:
         stats = row_stats(pred, rows.labels, rows.targets, self.eps)
-        # copies: the block's arrays may be buffers that later blocks overwrite
+        # copies, kept until the end: views would keep each block's whole arrays alive
         weights = np.ones(len(ordinals)) if rows.weights is None else rows.weights.copy()
         target = (rows.labels.copy() if rows.labels is not None
                   else np.asarray(rows.targets).T.copy())  # (rows, classes) for soft targets

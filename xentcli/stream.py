@@ -235,15 +235,15 @@ def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.Ragg
 
 
 def _validate(run: Run, chunk: Chunk) -> None:
-    """Why each row of a block is invalid, while the block is still in the CPU's cache."""
+    """Why each row of a block is invalid, found just before the block is scored (under
+    :func:`_score_chunk`'s errstate), and the block's smallest probability for the scorer."""
     settings = run.settings
     d = chunk.decoded
     tol = validate.Tolerance(settings.sum_tol, settings.renormalize, not run.layout.multilabel)
     if run.layout.scale == "probs" and d.preds.size:
         chunk.low = float(d.preds.min())
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale, d.labels, d.targets,
-                                    d.target_nulls, d.weights, d.weight_nulls, tol, chunk.low)
+    codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale, d.labels, d.targets,
+                                d.target_nulls, d.weights, d.weight_nulls, tol, chunk.low)
     chunk.codes = validate.overlay_forced(codes, d.forced)
 
 
