@@ -842,11 +842,20 @@ def test_eps_zero_infinite_loss_is_null_in_the_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("eps", [EPS, 0.0, 1e-3])
-def test_clipping_decided_per_block_with_skipped_rows(tmp_path: Path, eps: float) -> None:
-    """The scorer decides whether a block needs clipping from the smallest value validation saw
-    in it. Blocks of 50 rows: one has a zero on a true class, one has zeros only on other
-    classes, one has its only zero in an invalid row (skipped) and one has none. Oracle: the
-    SPEC formulas with SciPy on the valid rows, and sklearn's log_loss where eps > 0."""
+@pytest.mark.parametrize(("chunk_rows", "math_rows"), [(50, None), (200, 50)])
+def test_clipping_decided_per_block_with_skipped_rows(tmp_path: Path, eps: float, chunk_rows: int,
+                                                      math_rows: int | None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scorer decides whether a block needs clipping from a lower bound of its values: the
+    smallest one validation saw in it, or (200-row batches cut in blocks of 50) the smallest of
+    the whole batch, found on the reader thread. Blocks of 50 rows: one has a zero on a true
+    class, one has zeros only on other classes, one has its only zero in an invalid row
+    (skipped) and one has none. Oracle: the SPEC formulas with SciPy on the valid rows, and
+    sklearn's log_loss where eps > 0."""
+    from xentcli import stream
+
+    if math_rows is not None:
+        monkeypatch.setattr(stream, "MATH_BLOCK_ROWS", math_rows)
     rng = np.random.default_rng(97)
     n, k = 200, 3
     probs = model_probs(rng, n, k, spread=1.0)
@@ -859,7 +868,7 @@ def test_clipping_decided_per_block_with_skipped_rows(tmp_path: Path, eps: float
     valid = np.ones(n, dtype=bool)
     valid[120] = False
     path = write_parquet(tmp_path / "p.parquet", probs, labels, ["a", "b", "c"])
-    report = metrics_of(path, eps=eps, chunk_rows=50, on_invalid="skip")
+    report = metrics_of(path, eps=eps, chunk_rows=chunk_rows, on_invalid="skip")
     assert report["rows"]["skipped"] == 1
     expected = oracle(one_hot(labels[valid], k), probs[valid], eps=eps)
     got = report["metrics"]
@@ -877,3 +886,57 @@ def test_clipping_decided_per_block_with_skipped_rows(tmp_path: Path, eps: float
         assert report["rows"]["clipped"] == 1  # row 3 only (the zero in row 120 was skipped)
     if eps == 0.0:
         assert report["rows"]["clipped"] == 0
+
+
+FLOAT_TYPES = [np.float16, np.float32, np.float64]
+
+
+@given(st.sampled_from(FLOAT_TYPES), st.integers(1, 4), st.integers(1, 40), st.data())
+@settings(max_examples=300, deadline=None)
+def test_unit_bounds_are_min_and_max_or_nothing(dtype: type, n_columns: int, n_rows: int,
+                                                data: st.DataObject) -> None:
+    """The reader's range test on the bits of float columns. Oracle: NumPy's min and max on the
+    values, and "every value in [0, 1]" tested as floats, over values drawn among the edges
+    (±0, subnormals, 1 and its neighbours, inf, NaN) and anything else the type holds."""
+    from xentcli.core.validate import unit_bounds
+
+    info = np.finfo(dtype)
+    edges = [0.0, -0.0, 1.0, float(np.nextafter(dtype(1), dtype(2))), float(np.nextafter(dtype(1), dtype(0))),
+             float(info.smallest_subnormal), -float(info.smallest_subnormal), float(info.tiny), 0.5,
+             math.inf, -math.inf, math.nan, -1.0, 2.0]
+    value = st.one_of(st.sampled_from(edges), st.floats(width=np.dtype(dtype).itemsize * 8),
+                      st.floats(0, 1, width=np.dtype(dtype).itemsize * 8))
+    columns = [np.array(data.draw(st.lists(value, min_size=n_rows, max_size=n_rows)), dtype=dtype)
+               for _ in range(n_columns)]
+    stacked = np.stack(columns)
+    in_unit = bool(np.all((stacked >= 0) & (stacked <= 1) & ~np.signbit(stacked)))
+    got = unit_bounds(columns)
+    if not in_unit:
+        assert got is None
+    else:
+        assert got == (float(stacked.min()), float(stacked.max()))
+
+
+def test_unit_bounds_of_sliced_columns() -> None:
+    """Columns that are views into the middle of a buffer (an Arrow slice) and an empty block."""
+    from xentcli.core.validate import unit_bounds
+
+    base = np.array([2.0, 0.25, 0.5, -1.0], dtype=np.float32)
+    assert unit_bounds([base[1:3], base[1:2]]) == (0.25, 0.5)
+    assert unit_bounds([base[:2]]) is None
+    assert unit_bounds([base[:0]]) is None
+
+
+def test_negative_zero_and_float32_ones_are_valid(tmp_path: Path) -> None:
+    """−0.0 is a valid probability of 0 (the bit test on the reader sends the batch to full
+    validation, which accepts it); a float32 1.0 and 0.0 with their rows' log loss. Oracle:
+    sklearn's log_loss and SciPy's entropy on the same float32 values."""
+    probs = np.array([[1.0, -0.0, 0.0], [0.25, 0.25, 0.5], [0.0, 1.0, -0.0], [0.1, 0.2, 0.7]],
+                     dtype=np.float32)
+    labels = np.array([0, 2, 1, 2])
+    path = write_parquet(tmp_path / "f32.parquet", probs, labels, ["a", "b", "c"])
+    report = metrics_of(path)
+    assert report["rows"]["scored"] == 4
+    wide = probs.astype(np.float64)
+    assert_close(report["metrics"]["cross_entropy"], log_loss(labels, wide, labels=[0, 1, 2]), RTOL)
+    assert_close(report["metrics"]["entropy_pred"], float(np.mean(entropy(np.abs(wide), axis=1))), RTOL)

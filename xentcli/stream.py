@@ -77,7 +77,14 @@ class Chunk:
     batch: pa.RecordBatch
     decoded: Decoded
     codes: validate.Codes | None = None  # why each row is invalid (0: valid); None: all valid
-    low: float | None = None  # the smallest prediction of the block (probabilities only)
+    # (min, max) of the probabilities: of the batch the block was cut from when the reader found
+    # them all in [0, 1], else of the block, found by validation; None for other scales
+    bounds: tuple[float, float] | None = None
+
+    @property
+    def low(self) -> float | None:
+        """A lower bound of the block's probabilities (None: not known)."""
+        return None if self.bounds is None else self.bounds[0]
 
 
 @dataclass
@@ -159,9 +166,18 @@ class Run:
     total_rows: int | None = None  # for the progress bar, when metadata knows it
     row_sink: RowSink | None = None
     ragged_rows: dict[str, list[int]] = field(default_factory=dict)  # file → data rows dropped
+    _scratch: npt.NDArray[np.float64] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.new_accumulator())
+
+    def scratch(self) -> npt.NDArray[np.float64]:
+        """The scoring thread's float64 block (classes, rows of the largest block), reused for
+        every block (see :meth:`Decoded.materialize`)."""
+        if self._scratch is None:
+            rows = min(MATH_BLOCK_ROWS, self.chunk_rows)
+            self._scratch = np.empty((len(self.layout.pred_columns), rows))
+        return self._scratch
 
     @property
     def chunk_rows(self) -> int:
@@ -225,25 +241,29 @@ def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.Ragg
     first_row = 1
     ring = [np.empty((len(layout.pred_columns), run.chunk_rows)) for _ in range(BUFFERS)]
     for j, batch in enumerate(batches):
-        decoded = decode(batch, layout, run.n_classes, run.labels, ring[j % BUFFERS])
+        decoded = decode(batch, layout, run.n_classes, run.labels, ring[j % BUFFERS], defer=True)
+        # found here, on the reader thread, to split the CPU time evenly between the two threads
+        bounds = None
+        if decoded.columns is not None and layout.scale == "probs":
+            bounds = validate.unit_bounds(decoded.columns)
         for start in range(0, batch.num_rows, MATH_BLOCK_ROWS):
             stop = min(start + MATH_BLOCK_ROWS, batch.num_rows)
             chunk = Chunk(source, first_row + start, batch.slice(start, stop - start),
-                          decoded.rows(start, stop))
+                          decoded.rows(start, stop), bounds=bounds)
             yield chunk
         first_row += batch.num_rows
 
 
 def _validate(run: Run, chunk: Chunk) -> None:
     """Why each row of a block is invalid, found just before the block is scored (under
-    :func:`_score_chunk`'s errstate), and the block's smallest probability for the scorer."""
+    :func:`_score_chunk`'s errstate), and the bounds of its probabilities for the scorer."""
     settings = run.settings
     d = chunk.decoded
     tol = validate.Tolerance(settings.sum_tol, settings.renormalize, not run.layout.multilabel)
-    if run.layout.scale == "probs" and d.preds.size:
-        chunk.low = float(d.preds.min())
+    if run.layout.scale == "probs" and d.preds.size and chunk.bounds is None:
+        chunk.bounds = (float(d.preds.min()), float(d.preds.max()))
     codes = validate.check_rows(d.preds, d.pred_nulls, run.layout.scale, d.labels, d.targets,
-                                d.target_nulls, d.weights, d.weight_nulls, tol, chunk.low)
+                                d.target_nulls, d.weights, d.weight_nulls, tol, chunk.bounds)
     chunk.codes = validate.overlay_forced(codes, d.forced)
 
 
@@ -290,6 +310,7 @@ def _merged(total: AnyAccumulator, part: AnyAccumulator) -> AnyAccumulator:
 
 
 def _score_chunk(run: Run, tally: Tally, chunk: Chunk) -> None:
+    chunk.decoded.materialize(run.scratch())
     # every non-finite value is found and reported by validation: NumPy need not warn about it
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         _validate(run, chunk)

@@ -3,6 +3,7 @@ that a clean chunk costs a few passes and a dirty one is classified only where i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,16 +43,16 @@ def top_value(tol: Tolerance) -> float:
     return float(np.finfo(np.float64).max) if tol.renormalize else 1.0
 
 
-def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float, low: float | None = None,
-            ) -> Mask:
+def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float,
+            bounds: tuple[float, float] | None = None) -> Mask:
     """Rows that pass every check (the fast path: two whole-block reductions and a row sum).
-    ``low``: the block's minimum, when the caller has it."""
+    ``bounds``: the block's (min, max), when the caller has them."""
     if not is_prob:
         return np.asarray(np.isfinite(values).all(axis=0))
     if not values.size:
         return np.ones(values.shape[1], dtype=bool)
-    low = float(values.min()) if low is None else low
-    if low >= 0 and values.max() <= top:  # NaN fails both
+    low, high = (float(values.min()), values.max()) if bounds is None else bounds
+    if low >= 0 and high <= top:  # NaN fails both
         ok = np.ones(values.shape[1], dtype=bool)
     else:
         ok = np.asarray((values.min(axis=0) >= 0) & (values.max(axis=0) <= top))
@@ -61,14 +62,36 @@ def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float, low: floa
     return ok
 
 
+def unit_bounds(columns: list[npt.NDArray[np.floating]]) -> tuple[float, float] | None:
+    """(smallest, largest) value of a block given as one float array per class, when all of them
+    lie in [0, 1]; None when any does not (or is NaN), which :func:`check_rows` then sorts out.
+
+    Meant for the reader thread, before the block is copied to float64: each column's bits are
+    read as unsigned integers, whose order is that of the floats from +0.0 to +inf, while a
+    negative value (−0.0 included) or a NaN sorts above the bits of 1.0. So one integer max and
+    one min per column give both bounds, on the column's own 4 bytes a value for float32."""
+    low, high = math.inf, -math.inf
+    for column in columns:
+        if not column.size:
+            continue
+        bits_type = np.dtype(f"u{column.dtype.itemsize}")
+        bits = column.view(bits_type)
+        top = bits.max()
+        if top > np.array(1.0, dtype=column.dtype).view(bits_type):
+            return None
+        low = min(low, float(np.array(bits.min(), dtype=bits_type).view(column.dtype)))
+        high = max(high, float(np.array(top, dtype=bits_type).view(column.dtype)))
+    return (low, high) if low <= high else None
+
+
 def _distribution_codes(
     values: Floats, null_rows: Mask | None, is_prob: bool, tol: Tolerance, top: float | None = None,
-    low: float | None = None,
+    bounds: tuple[float, float] | None = None,
 ) -> Codes | None:
     """Reason per row for a (classes, rows) block of probabilities (or logits if not is_prob)."""
     n_rows = values.shape[1]
     top = top_value(tol) if top is None else top
-    ok = _row_ok(values, is_prob, tol, top, low)
+    ok = _row_ok(values, is_prob, tol, top, bounds)
     if null_rows is not None:
         ok &= ~null_rows
     if ok.all():
@@ -109,9 +132,9 @@ def overlay_forced(codes: Codes | None, forced: Codes | None) -> Codes | None:
 
 
 def _prediction_codes(preds: Floats, nulls: Mask | None, scale: str, tol: Tolerance,
-                      low: float | None = None) -> Codes | None:
+                      bounds: tuple[float, float] | None = None) -> Codes | None:
     if scale == "probs":
-        return _distribution_codes(preds, nulls, True, tol, low=low)
+        return _distribution_codes(preds, nulls, True, tol, bounds=bounds)
     if scale == "logits":
         return _distribution_codes(preds, nulls, False, tol)  # finite
     # log-probabilities: −inf is log 0, a valid value; NaN and +inf are not
@@ -132,13 +155,13 @@ def check_rows(
     weights: Floats | None,
     weight_nulls: Mask | None,
     tol: Tolerance,
-    low: float | None = None,
+    bounds: tuple[float, float] | None = None,
 ) -> Codes | None:
     """Reason codes for every row of a chunk, or None when every row is valid.
 
-    Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``). ``low`` is
-    ``preds.min()`` when the caller has already computed it."""
-    codes = _prediction_codes(preds, pred_nulls, scale, tol, low)
+    Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``). ``bounds``
+    are ``(preds.min(), preds.max())`` when the caller already knows them."""
+    codes = _prediction_codes(preds, pred_nulls, scale, tol, bounds)
     if targets is not None:
         target_tol = Tolerance(tol.sum_tol, renormalize=False, check_sums=tol.check_sums)
         codes = merge_codes(codes, _distribution_codes(targets, target_nulls, True, target_tol))
