@@ -13,6 +13,7 @@ from xentcli.core.kernels import Floats
 
 Mask = npt.NDArray[np.bool_]
 Codes = npt.NDArray[np.uint8]
+Column = npt.NDArray[np.floating]  # one class's values, in the file's float type
 
 # code → (key in rows.skipped_by_reason, what was expected); earlier codes win within a row.
 REASONS: dict[int, tuple[str, str]] = {
@@ -62,7 +63,7 @@ def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float,
     return ok
 
 
-def unit_bounds(columns: list[npt.NDArray[np.floating]]) -> tuple[float, float] | None:
+def unit_bounds(columns: list[Column]) -> tuple[float, float] | None:
     """(smallest, largest) value of a block given as one float array per class, when all of them
     lie in [0, 1]; None when any does not (or is NaN), which :func:`check_rows` then sorts out.
 
@@ -74,13 +75,13 @@ def unit_bounds(columns: list[npt.NDArray[np.floating]]) -> tuple[float, float] 
     for column in columns:
         if not column.size:
             continue
-        bits_type = np.dtype(f"u{column.dtype.itemsize}")
-        bits = column.view(bits_type)
+        one = np.array(1.0, dtype=column.dtype).view(f"u{column.dtype.itemsize}")
+        bits = column.view(one.dtype)
         top = bits.max()
-        if top > np.array(1.0, dtype=column.dtype).view(bits_type):
+        if top > one:
             return None
-        low = min(low, float(np.array(bits.min(), dtype=bits_type).view(column.dtype)))
-        high = max(high, float(np.array(top, dtype=bits_type).view(column.dtype)))
+        low = min(low, float(bits.min().view(column.dtype)))
+        high = max(high, float(top.view(column.dtype)))
     return (low, high) if low <= high else None
 
 

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from xentcli.core.kernels import Floats, Ints, binary_pair
-from xentcli.core.validate import LIST_LENGTH, NOT_A_NUMBER, Codes, Mask, merge_codes
+from xentcli.core.validate import LIST_LENGTH, NOT_A_NUMBER, Codes, Column, Mask, merge_codes
 from xentcli.errors import DataError, escape_value
 from xentcli.io.layout import Layout, is_text
 
@@ -32,7 +32,7 @@ class Decoded:
     forced: Codes | None
     # Float prediction columns without nulls, as Arrow holds them, when ``preds`` is still to be
     # filled by :meth:`materialize` (``preds`` is then an empty placeholder).
-    columns: list[npt.NDArray[np.floating]] | None = None
+    columns: list[Column] | None = None
 
     def rows(self, start: int, stop: int) -> Decoded:
         """Rows start:stop, as views."""
@@ -323,7 +323,7 @@ def decode(
                    columns)
 
 
-def _deferrable(batch: pa.RecordBatch, layout: Layout) -> list[npt.NDArray[np.floating]] | None:
+def _deferrable(batch: pa.RecordBatch, layout: Layout) -> list[Column] | None:
     """The prediction columns as zero-copy NumPy views, when they are wide float columns without
     nulls that need no reshaping (not a binary file's single column)."""
     if layout.pred_is_list or layout.binary:
@@ -331,4 +331,4 @@ def _deferrable(batch: pa.RecordBatch, layout: Layout) -> list[npt.NDArray[np.fl
     columns = [batch.column(name) for name in layout.pred_columns]
     if not all(pa.types.is_floating(c.type) and c.null_count == 0 for c in columns):
         return None
-    return [cast(npt.NDArray[np.floating], _primitive(c)) for c in columns]
+    return [cast(Column, _primitive(c)) for c in columns]
