@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -93,6 +92,8 @@ def _scopes(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[s
 
 def render_csv(report: Report) -> str:
     """Long format: one row per (scope, class, metric); class is empty for aggregates."""
+    import csv  # only the CSV format needs it
+
     data = report.to_dict()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -319,6 +320,8 @@ def render_compare(report: Any, fmt: str, precision: int = 4, color: bool = Fals
     gates = [[g["expr"], format_number(g["value"], precision), format_number(g["threshold"], precision),
               "pass" if g["passed"] else "FAIL"] for g in data["gates"]]
     if fmt == "csv":
+        import csv  # only the CSV format needs it
+
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["scope", "class", "metric", "base", "new", "diff", "ci_low", "ci_high"])
