@@ -47,7 +47,7 @@ def top_value(tol: Tolerance) -> float:
 def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float,
             bounds: tuple[float, float] | None = None) -> Mask:
     """Rows that pass every check (the fast path: two whole-block reductions and a row sum).
-    ``bounds``: the block's (min, max), when the caller has them."""
+    ``bounds``: a lower and an upper bound of the block's values, when the caller has them."""
     if not is_prob:
         return np.asarray(np.isfinite(values).all(axis=0))
     if not values.size:
@@ -160,8 +160,9 @@ def check_rows(
 ) -> Codes | None:
     """Reason codes for every row of a chunk, or None when every row is valid.
 
-    Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``). ``bounds``
-    are ``(preds.min(), preds.max())`` when the caller already knows them."""
+    Labels use −1 for an unknown label and −2 for a missing one (see ``io.decode``). ``bounds``:
+    a lower and an upper bound of ``preds`` (its min and max, or those of a larger batch it was
+    cut from), when the caller already knows them."""
     codes = _prediction_codes(preds, pred_nulls, scale, tol, bounds)
     if targets is not None:
         target_tol = Tolerance(tol.sum_tol, renormalize=False, check_sums=tol.check_sums)
