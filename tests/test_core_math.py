@@ -86,7 +86,7 @@ def oracle(targets: np.ndarray, preds: np.ndarray, weights: np.ndarray | None = 
         class_loss = -xlogy(targets, q_log)  # (rows, classes) p_ik (−log q_ik)
     class_kl = rel_entr(targets, q_log)
     row_loss = class_loss.sum(axis=1)
-    row_pred_entropy = entropy(preds, axis=1)
+    row_pred_entropy = -xlogy(preds, q_log).sum(axis=1)  # H(q), its logs clipped like the loss's
     hits = np.argmax(preds, axis=1)  # NumPy's argmax takes the lowest index on ties (SPEC)
     hit_matrix = one_hot(hits, preds.shape[1])
     support = targets.T @ w
@@ -940,3 +940,80 @@ def test_negative_zero_and_float32_ones_are_valid(tmp_path: Path) -> None:
     wide = probs.astype(np.float64)
     assert_close(report["metrics"]["cross_entropy"], log_loss(labels, wide, labels=[0, 1, 2]), RTOL)
     assert_close(report["metrics"]["entropy_pred"], float(np.mean(entropy(np.abs(wide), axis=1))), RTOL)
+
+
+@pytest.mark.parametrize("weighting", ["none", "positive", "some_zero", "zero_in_one_block"])
+@pytest.mark.parametrize("eps", [EPS, 1e-3])
+def test_group_statistics_match_the_oracle_per_group(tmp_path: Path, weighting: str, eps: float,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every metric and per-class value of every group (two --by columns, one with nulls) against
+    the SPEC oracle (SciPy) on that group's valid rows. Blocks of 64 rows, so a group spans many
+    blocks and a block many groups; rows with argmax ties, a zero on a true class (clipped),
+    and two invalid rows (skipped). With hard labels and no zero weight, the groups' statistics
+    are summed from the block's per-row terms by (group, class); a block with a zero weight
+    takes the path that scores each group's rows apart (all blocks, or one: then both paths add
+    to the same groups)."""
+    from xentcli import stream
+
+    monkeypatch.setattr(stream, "MATH_BLOCK_ROWS", 64)
+    rng = np.random.default_rng(41)
+    n, k = 700, 4
+    probs = model_probs(rng, n, k, spread=1.5)
+    labels = sample_labels(rng, probs)
+    probs[10] = [0.4, 0.4, 0.1, 0.1]
+    labels[10] = 1  # a tie at the max: argmax is class 0, a miss
+    probs[11] = [0.3, 0.3, 0.3, 0.1]
+    labels[11] = 0  # a tie won by the lowest index: a hit
+    probs[12] = [0.0, 0.5, 0.5, 0.0]
+    labels[12] = 0  # log 0 on the true class: clipped to eps
+    probs[300] = [0.5, 0.5, 0.5, 0.5]  # sum 2: invalid, skipped
+    probs[301] = [0.1, 0.1, 0.1, 0.1]  # sum 0.4: invalid, skipped
+    region = rng.choice(np.array(["eu", "us", "apac"], dtype=object), n)
+    region[rng.random(n) < 0.05] = None
+    tier = rng.integers(0, 3, n)
+    weights = {"none": None, "positive": rng.uniform(0.1, 3.0, n),
+               "some_zero": np.where(rng.random(n) < 0.1, 0.0, rng.uniform(0.1, 3.0, n)),
+               "zero_in_one_block": np.where((np.arange(n) >= 130) & (np.arange(n) < 140), 0.0,
+                                             rng.uniform(0.1, 3.0, n))}[weighting]
+    columns: dict[str, Any] = {f"p_{c}": probs[:, j] for j, c in enumerate("abcd")}
+    columns["label"] = pa.array(["abcd"[i] for i in labels])
+    columns["region"] = pa.array(region, type=pa.string())
+    columns["tier"] = tier
+    if weights is not None:
+        columns["w"] = weights
+    path = tmp_path / "g.parquet"
+    pq.write_table(pa.table(columns), path)
+    request = LayoutRequest(by=("region", "tier"), weight="w" if weights is not None else None)
+    report = score([str(path)], ScoreOptions(layout=request, eps=eps, chunk_rows=128,
+                                             on_invalid="skip"))
+    valid = np.ones(n, dtype=bool)
+    valid[[300, 301]] = False
+    region_text = np.array(["null" if r is None else r for r in region])
+    seen = set()
+    for group in report.groups:
+        mask = valid & (region_text == group.by["region"]) & (tier.astype(str) == group.by["tier"])
+        seen.add((group.by["region"], group.by["tier"]))
+        assert group.rows == int(mask.sum())
+        w = None if weights is None else weights[mask]
+        keep = slice(None) if w is None else w > 0
+        expected = oracle(one_hot(labels[mask][keep], k), probs[mask][keep],
+                          None if w is None else w[keep], eps=eps)
+        assert_metrics_match(group.scores, expected, RTOL)
+        assert_per_class_matches(group.scores, expected["per_class"], RTOL)
+        true_q = probs[mask][keep][np.arange(len(labels[mask][keep])), labels[mask][keep]]
+        assert group.scores.clipped == int((true_q < eps).sum())
+    assert seen == {(r, str(t)) for r, t in zip(region_text[valid], tier[valid], strict=True)}
+
+
+@given(st.lists(st.integers(0, 50), max_size=200), st.sampled_from([51, 100_000]))
+@settings(max_examples=100, deadline=None)
+def test_dense_group_keys_are_numpy_unique(values: list[int], space: int) -> None:
+    """A block's group keys → the distinct keys and each row's position among them, by counting
+    (a small key space) or by sorting (a large one). Oracle: np.unique(return_inverse=True)."""
+    from xentcli.stream import _dense_keys
+
+    keys = np.array(values, dtype=np.int64)
+    unique, inverse = _dense_keys(keys, space)
+    want_unique, want_inverse = np.unique(keys, return_inverse=True)
+    np.testing.assert_array_equal(unique, want_unique)
+    np.testing.assert_array_equal(inverse, want_inverse.reshape(-1))

@@ -20,8 +20,14 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from xentcli.core import validate
-from xentcli.core.accumulator import Accumulator, Scale
-from xentcli.core.kernels import LogProbs, row_losses
+from xentcli.core.accumulator import Accumulator, GroupTable, Scale
+from xentcli.core.kernels import (
+    HardRows,
+    LogProbs,
+    grouped_hard_label_stats,
+    hard_label_rows,
+    row_losses,
+)
 from xentcli.core.multilabel import MultilabelAccumulator
 from xentcli.errors import CellProblem, InvalidRowsError, escape_value, one_of
 from xentcli.io import readers
@@ -150,6 +156,7 @@ class Tally:
 
     total: AnyAccumulator
     groups: dict[tuple[str, ...], AnyAccumulator] = field(default_factory=dict)
+    group_table: GroupTable | None = None  # groups' hard-label sums, moved to ``groups`` at merge
     worst: list[tuple[float, int, WorstRow]] = field(default_factory=list)  # heap of (loss, -ordinal)
     problems: Problems = field(default_factory=Problems)
     rows_read: int = 0
@@ -293,6 +300,9 @@ def score_source(run: Run, source: Source) -> None:
 def _merge_tally(run: Run, part: Tally) -> None:
     total = run.tally
     total.total = _merged(total.total, part.total)
+    if part.group_table is not None:
+        for key, summed in part.group_table.accumulators().items():
+            part.groups[key] = _merged(part.groups[key], summed) if key in part.groups else summed
     for key, acc in part.groups.items():
         total.groups[key] = _merged(total.groups[key], acc) if key in total.groups else acc
     for item in part.worst:
@@ -338,9 +348,11 @@ def _score_valid_rows(run: Run, tally: Tally, chunk: Chunk) -> None:
     if settings.renormalize and run.layout.scale == "probs":
         rows.preds = rows.preds / rows.preds.sum(axis=0)
         low = None
-    pred = _accumulate(tally.total, rows, low=low)
-    if run.layout.group_columns:
-        _update_groups(run, tally, chunk, local, rows, pred)
+    if not run.layout.group_columns:
+        pred = _accumulate(tally.total, rows, low=low)
+    else:
+        pred, terms = _accumulate_shared(tally.total, rows, low)
+        _update_groups(run, tally, chunk, local, rows, pred, terms)
     if settings.worst > 0 and pred is not None:
         _update_worst(run, tally, chunk, local, first_ordinal, pred, rows)
     if run.row_sink is not None and pred is not None:
@@ -357,6 +369,20 @@ def _accumulate(acc: AnyAccumulator, rows: Rows, pred: LogProbs | None = None,
     pred = acc.log_probs(rows.preds, low) if pred is None else pred
     acc.update_class_major(pred, rows.labels, rows.targets, rows.weights)
     return pred
+
+
+def _accumulate_shared(acc: AnyAccumulator, rows: Rows, low: float | None,
+                       ) -> tuple[LogProbs | None, HardRows | None]:
+    """:func:`_accumulate` for a block that is also split by group: with hard labels (and no
+    zero weight, whose rows the accumulator drops), the per-row terms are computed once here
+    and returned, so that the groups only sum them."""
+    if isinstance(acc, MultilabelAccumulator) or rows.labels is None or (
+            rows.weights is not None and not rows.weights.all()):
+        return _accumulate(acc, rows, low=low), None
+    pred = acc.log_probs(rows.preds, low)
+    terms = hard_label_rows(pred, rows.labels)
+    acc.update_class_major(pred, rows.labels, None, rows.weights, terms)
+    return pred, terms
 
 
 def _record_problems(run: Run, tally: Tally, chunk: Chunk, codes: validate.Codes) -> None:
@@ -439,9 +465,10 @@ def group_text(value: Any) -> str:
     return str(value)
 
 
-def _group_codes(batch: pa.RecordBatch, names: Sequence[str]) -> tuple[Index, list[list[str]]]:
-    """One integer key per row for the combination of its group values, and each column's value
-    texts (the key of a row is Σ code_j · stride_j over the group columns)."""
+def _group_codes(batch: pa.RecordBatch, names: Sequence[str]) -> tuple[Index, list[list[str]], int]:
+    """One integer key per row for the combination of its group values, each column's value
+    texts (the key of a row is Σ code_j · stride_j over the group columns), and the number of
+    possible keys."""
     key = np.zeros(batch.num_rows, dtype=np.int64)
     texts: list[list[str]] = []
     for name in names:
@@ -450,7 +477,20 @@ def _group_codes(batch: pa.RecordBatch, names: Sequence[str]) -> tuple[Index, li
         values = [group_text(v) for v in encoded.dictionary.to_pylist()] + ["null"]
         key = key * len(values) + ints_or(encoded.indices, len(values) - 1)
         texts.append(values)
-    return key, texts
+    return key, texts, math.prod(len(values) for values in texts)
+
+
+def _dense_keys(keys: Index, space: int) -> tuple[Index, Index]:
+    """The distinct keys in ascending order and each row's position among them, as
+    ``np.unique(keys, return_inverse=True)``, by counting instead of sorting when the keys are
+    few (a block's group values usually are)."""
+    if space > 4 * keys.size + 1024:
+        unique, inverse = np.unique(keys, return_inverse=True)
+        return unique, inverse.reshape(-1)
+    present = np.bincount(keys, minlength=space) > 0
+    position = np.cumsum(present, dtype=np.intp)
+    position -= 1
+    return np.flatnonzero(present), position[keys]
 
 
 def _group_values(key: int, texts: list[list[str]]) -> tuple[str, ...]:
@@ -462,17 +502,25 @@ def _group_values(key: int, texts: list[list[str]]) -> tuple[str, ...]:
 
 
 def _update_groups(run: Run, tally: Tally, chunk: Chunk, local: Index, rows: Rows,
-                   pred: LogProbs | None) -> None:
-    """Split a block's valid rows by group (one sort) and add each part to its group's state."""
-    keys, texts = _group_codes(chunk.batch, run.layout.group_columns)
-    unique, inverse = np.unique(keys[local], return_inverse=True)
+                   pred: LogProbs | None, terms: HardRows | None) -> None:
+    """Add a block's valid rows to their groups' states: with the rows' hard-label ``terms``,
+    every group's statistics at once (see :func:`grouped_hard_label_stats`); otherwise the rows
+    are split by group (one sort) and each part is scored on its own."""
+    keys, texts, space = _group_codes(chunk.batch, run.layout.group_columns)
+    unique, inverse = _dense_keys(keys[local], space)
+    groups = [_group_values(key, texts) for key in unique.tolist()]
+    if terms is not None and pred is not None and rows.labels is not None:
+        if tally.group_table is None:
+            tally.group_table = GroupTable(run.n_classes, run.settings.eps, cast(Scale, run.layout.scale))
+        tally.group_table.add(groups, grouped_hard_label_stats(pred, rows.labels, rows.weights, terms,
+                                                               inverse, len(unique)))
+        return
     order = np.argsort(inverse, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(unique)))])
-    for g, key in enumerate(unique.tolist()):
-        part = order[bounds[g] : bounds[g + 1]]
-        group = _group_values(key, texts)
+    for g, group in enumerate(groups):
         if group not in tally.groups:
             tally.groups[group] = run.new_accumulator()
+        part = order[bounds[g] : bounds[g + 1]]
         _accumulate(tally.groups[group], rows.subset(part), None if pred is None else pred.select(part))
 
 

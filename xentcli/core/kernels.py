@@ -163,14 +163,33 @@ def argmax_hits(pred: LogProbs, labels: Ints, picked_logs: Floats | None = None)
     return hits
 
 
-def hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None) -> ChunkStats:
-    """Statistics for one-hot targets given as class indices ``labels`` (rows,)."""
-    n_classes, n_rows = pred.probs.shape
+@dataclass
+class HardRows:
+    """Per-row terms of one-hot targets, computed once per block and summed for the block and
+    for each of its groups."""
+
+    true_logs: Floats  # log q_y (clipped)
+    pred_entropy: Floats  # H(q)
+    correct: npt.NDArray[np.bool_]  # argmax q == y
+    clipped: npt.NDArray[np.bool_] | None  # q_y was clipped up to eps
+
+
+def hard_label_rows(pred: LogProbs, labels: Ints) -> HardRows:
     true_logs = pick(pred.log_probs, labels)
-    loss = -true_logs  # −log q_y; also the KL, since H(p) = 0
-    pred_entropy = row_pred_entropy(pred)
-    correct = argmax_hits(pred, labels, true_logs)
-    clipped = 0 if pred.clipped_mask is None else int(pick(pred.clipped_mask, labels).sum())
+    clipped = None if pred.clipped_mask is None else pick(pred.clipped_mask, labels)
+    return HardRows(true_logs, row_pred_entropy(pred), argmax_hits(pred, labels, true_logs), clipped)
+
+
+def hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None,
+                     terms: HardRows | None = None) -> ChunkStats:
+    """Statistics for one-hot targets given as class indices ``labels`` (rows,) (``terms``: the
+    rows' terms, when already computed)."""
+    n_classes, n_rows = pred.probs.shape
+    terms = hard_label_rows(pred, labels) if terms is None else terms
+    loss = -terms.true_logs  # −log q_y; also the KL, since H(p) = 0
+    pred_entropy = terms.pred_entropy
+    correct = terms.correct
+    clipped = 0 if terms.clipped is None else int(terms.clipped.sum())
     if weights is None:
         # one count for both: label k with a miss counts at k, with a hit at n_classes + k
         slots = correct * n_classes
@@ -202,6 +221,52 @@ def hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None) -> Ch
         class_pred_entropy_sum=_bincount(labels, pred_entropy, n_classes),
         class_correct_sum=class_correct,
     )
+
+
+def grouped_hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None, terms: HardRows,
+                             groups: Ints, n_groups: int) -> dict[str, npt.NDArray[Any]]:
+    """:func:`hard_label_stats` of each group of rows (``groups``: each row's group, 0 ..
+    n_groups − 1), as every :class:`ChunkStats` field with a leading group axis: one bincount
+    per statistic over (group, class) keys instead of one pass of the whole kernel per group."""
+    n_classes = pred.probs.shape[0]
+    cells = n_groups * n_classes
+    keys = groups * n_classes
+    keys += labels
+    loss, pred_entropy = -terms.true_logs, terms.pred_entropy
+    if weights is None:
+        slots = terms.correct * cells
+        slots += keys
+        counts = np.bincount(slots, minlength=2 * cells).astype(np.float64)
+        class_correct = counts[cells:]
+        support = counts[:cells] + class_correct
+        pred_sum = [_bincount(groups, pred.probs[k], n_groups) for k in range(n_classes)]
+    else:
+        loss, pred_entropy = loss * weights, pred_entropy * weights
+        support = _bincount(keys, weights, cells)
+        class_correct = _bincount(keys[terms.correct], weights[terms.correct], cells)
+        pred_sum = [_bincount(groups, pred.probs[k] * weights, n_groups) for k in range(n_classes)]
+    shape = (n_groups, n_classes)
+    class_loss = _bincount(keys, loss, cells).reshape(shape)
+    class_entropy = _bincount(keys, pred_entropy, cells).reshape(shape)
+    support, class_correct = support.reshape(shape), class_correct.reshape(shape)
+    loss_sum = class_loss.sum(axis=1)
+    return {
+        "rows": np.bincount(groups, minlength=n_groups),
+        "weight_sum": support.sum(axis=1),
+        "loss_sum": loss_sum,
+        "target_entropy_sum": np.zeros(n_groups),
+        "kl_sum": loss_sum.copy(),
+        "pred_entropy_sum": class_entropy.sum(axis=1),
+        "correct_sum": class_correct.sum(axis=1),
+        "clipped": (np.zeros(n_groups, dtype=np.intp) if terms.clipped is None
+                    else np.bincount(groups[terms.clipped], minlength=n_groups)),
+        "support": support,
+        "pred_sum": np.stack(pred_sum, axis=1),
+        "class_loss_sum": class_loss,
+        "class_kl_sum": class_loss.copy(),
+        "class_pred_entropy_sum": class_entropy,
+        "class_correct_sum": class_correct,
+    }
 
 
 def _series(x: Floats, coefficients: tuple[float, ...]) -> Floats:
