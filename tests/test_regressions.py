@@ -179,3 +179,22 @@ def test_compare_rows_survive_buffer_reuse(tmp_path: Path) -> None:
     np.testing.assert_allclose(rows["pred_entropy"], entropy(probs, axis=1), rtol=1e-12)
     np.testing.assert_allclose(rows["loss"], -np.log(probs[np.arange(n), labels]), rtol=1e-12)
     np.testing.assert_array_equal(rows["correct"], probs.argmax(axis=1) == labels)
+
+
+def test_group_block_whose_rows_are_all_skipped(tmp_path: Path, capsys: Capture) -> None:
+    """--by with every row of the first block (or of the whole file) invalid and skipped: the
+    groups' sums start from the later blocks; with no valid row at all, the usual error (it was
+    an internal error). Oracle: sklearn on the valid row."""
+    path = write_csv(tmp_path / "g.csv", ["label,p_a,p_b,g", "a,0.5,0.7,x", "b,0.9,0.9,y",
+                                          "a,0.6,0.4,x"])
+    result = run_cli(capsys, "score", path, "--by", "g", "--on-invalid", "skip", "--chunk-rows",
+                     "2", "-f", "json")
+    assert result.code == 0, result.err
+    groups = load_json(result.out)["groups"]
+    assert [(g["by"], g["rows"]) for g in groups] == [({"g": "x"}, 1)]
+    assert groups[0]["metrics"]["cross_entropy"] == pytest.approx(
+        log_loss([0], [[0.6, 0.4]], labels=[0, 1]), rel=RTOL)
+    bad = write_csv(tmp_path / "bad.csv", ["label,p_a,p_b,g", "a,0.5,0.7,x", "b,0.9,0.9,y"])
+    result = run_cli(capsys, "score", bad, "--by", "g", "--on-invalid", "skip", "-f", "json")
+    assert result.code == 3
+    assert "all 2 rows were invalid and skipped; nothing to score" in result.err

@@ -124,7 +124,6 @@ class Accumulator:
         part.rows += zero_weight_rows
         add_stats(self.stats, part)
 
-
     def merge(self, other: Accumulator) -> Accumulator:
         """A new accumulator holding both states (associative and commutative)."""
         if other.n_classes != self.n_classes:
@@ -172,26 +171,30 @@ class Scores:
 
 class GroupTable:
     """Hard-label statistics of many groups, as arrays with one row per group: a block adds the
-    rows of all its groups in one NumPy operation per statistic, however many groups there are
-    (one Accumulator per group and block cost ~30 µs of Python each)."""
+    rows of all its groups in one NumPy operation per statistic, however many groups there are.
+    (Updating one Accumulator per group and block costs ~30 µs of Python each: 365 groups in
+    2M rows took 1.5 s instead of 0.45.) The sums become Accumulators when the pass ends."""
 
     def __init__(self, n_classes: int, eps: float = DEFAULT_EPS, scale: Scale = "probs") -> None:
         self.n_classes, self.eps, self.scale = n_classes, eps, scale
         self.ids: dict[tuple[str, ...], int] = {}
         self._arrays: dict[str, npt.NDArray[Any]] = {}
+        self._capacity = 0
 
     def add(self, keys: Sequence[tuple[str, ...]], stats: dict[str, npt.NDArray[Any]]) -> None:
         """Add each group's row of ``stats`` (see :func:`kernels.grouped_hard_label_stats`) to
         the group at the same position in ``keys`` (distinct; a group's values)."""
+        if not keys:
+            return
         ids = np.array([self.ids.setdefault(key, len(self.ids)) for key in keys], dtype=np.intp)
-        capacity = len(next(iter(self._arrays.values()))) if self._arrays else 0
-        if len(self.ids) > capacity:
-            size = max(2 * capacity, len(self.ids), 16)
+        if len(self.ids) > self._capacity:
+            size = max(2 * self._capacity, len(self.ids), 16)
             for name, values in stats.items():
                 grown = np.zeros((size, *values.shape[1:]), dtype=values.dtype)
                 if name in self._arrays:
-                    grown[:capacity] = self._arrays[name]
+                    grown[: self._capacity] = self._arrays[name]
                 self._arrays[name] = grown
+            self._capacity = size
         for name, values in stats.items():
             self._arrays[name][ids] += values
 

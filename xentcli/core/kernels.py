@@ -175,6 +175,7 @@ class HardRows:
 
 
 def hard_label_rows(pred: LogProbs, labels: Ints) -> HardRows:
+    """The per-row terms of a block with hard labels ``labels`` (rows,)."""
     true_logs = pick(pred.log_probs, labels)
     clipped = None if pred.clipped_mask is None else pick(pred.clipped_mask, labels)
     return HardRows(true_logs, row_pred_entropy(pred), argmax_hits(pred, labels, true_logs), clipped)
