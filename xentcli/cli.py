@@ -92,7 +92,7 @@ Classes = Annotated[Optional[str], typer.Option(help="Class names in order, comm
 Weight = Annotated[Optional[str], typer.Option(help="Row-weight column (non-negative numbers).", rich_help_panel="Columns")]
 By = Annotated[Optional[list[str]], typer.Option(help="Group column: report every metric per value (repeatable).", rich_help_panel="Columns")]
 RowId = Annotated[Optional[str], typer.Option("--id", help="Row-id column, shown in --worst.", rich_help_panel="Columns")]
-Multilabel = Annotated[bool, typer.Option("--multilabel", help="Each prediction column is an independent Bernoulli scored against the 0/1 --target column of the same label; reported per label and averaged.", rich_help_panel="Columns")]
+Multilabel = Annotated[bool, typer.Option("--multilabel", help="Each prediction column is an independent Bernoulli scored against the 0/1 --target column of the same label; reported per label and averaged. Not yet with --worst or --renormalize.", rich_help_panel="Columns")]
 Positive = Annotated[Optional[str], typer.Option(help="Binary files: the label value of the positive class (the single prediction column is its probability).", rich_help_panel="Columns")]
 ScaleOpt = Annotated[Scale, typer.Option(help="What the prediction columns hold.", rich_help_panel="Math")]
 BaseOpt = Annotated[Base, typer.Option(help="Log base: e (nats), 2 (bits) or 10 (hartleys).", rich_help_panel="Math")]
