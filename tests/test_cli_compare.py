@@ -110,6 +110,27 @@ def test_rows_that_do_not_line_up(tmp_path: Path, capsys: Capture) -> None:
     assert "don't line up" in err and "300" in err
 
 
+def test_ids_twice_in_a_file_and_rows_skipped_in_one_file(tmp_path: Path, capsys: Capture) -> None:
+    """An --id value twice in one file is refused (pairing would be ambiguous), and by position a
+    row that is invalid and skipped in one file only leaves a row without its pair."""
+    labels, weak, better = _models(200, 8)
+    ids = np.array([f"r{i}" for i in range(200)])
+    base = _write(tmp_path / "base.parquet", labels, weak, ids)
+    twice = ids.copy()
+    twice[150] = "r7"
+    new = _write(tmp_path / "new.parquet", labels, better, twice)
+    code, report, err = _compare(capsys, base, new, "--id", "row_id")
+    assert code == 3 and report == {}
+    assert "id:row_id is not unique within a file" in err
+    broken = better.copy()
+    broken[40] = [0.9, 0.9, 0.9]  # sum off: skipped with --on-invalid skip, in new only
+    new = _write(tmp_path / "new2.parquet", labels, broken)
+    code, report, err = _compare(capsys, _write(tmp_path / "base2.parquet", labels, weak), new,
+                                 "--on-invalid", "skip")
+    assert code == 3 and report == {}
+    assert "don't line up (row order)" in err and "1 row(s) that" in err and "first '41'" in err
+
+
 def test_gates_on_the_difference(tmp_path: Path, capsys: Capture) -> None:
     labels, weak, better = _models(800, 7)
     base = _write(tmp_path / "base.parquet", labels, weak)
