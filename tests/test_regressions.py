@@ -198,3 +198,32 @@ def test_group_block_whose_rows_are_all_skipped(tmp_path: Path, capsys: Capture)
     result = run_cli(capsys, "score", bad, "--by", "g", "--on-invalid", "skip", "-f", "json")
     assert result.code == 3
     assert "all 2 rows were invalid and skipped; nothing to score" in result.err
+
+
+def test_group_values_that_read_the_same_are_one_group(tmp_path: Path, capsys: Capture) -> None:
+    """A null and the text "null" both read "null", and an Arrow dictionary may hold a value
+    twice: each such group is one group with all its rows (the summed-by-key path once counted
+    only one of them). Oracle: sklearn's log_loss on the rows of each group."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    labels = np.array([0, 1, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    columns = {"label": pa.array(["ab"[i] for i in labels]), "p_a": probs[:, 0], "p_b": probs[:, 1]}
+    nulls = tmp_path / "nulls.parquet"
+    pq.write_table(pa.table({**columns, "region": ["null", None, "eu", None, "eu"]}), nulls)
+    twice = tmp_path / "twice.arrow"
+    region = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 1, 0], pa.int32()),
+                                            pa.array(["eu", "eu", "us"]))
+    feather.write_feather(pa.table({**columns, "region": region}), twice)
+    cases = ((nulls, {"null": [0, 1, 3], "eu": [2, 4]}), (twice, {"eu": [0, 1, 3, 4], "us": [2]}))
+    for path, members in cases:
+        result = run_cli(capsys, "score", path, "--by", "region", "-f", "json")
+        assert result.code == 0, result.err
+        groups = {g["by"]["region"]: g for g in load_json(result.out)["groups"]}
+        assert set(groups) == set(members)
+        for name, rows in members.items():
+            assert groups[name]["rows"] == len(rows)
+            expected = log_loss(labels[rows], probs[rows], labels=[0, 1])
+            assert groups[name]["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)

@@ -509,14 +509,20 @@ def _update_groups(run: Run, tally: Tally, chunk: Chunk, local: Index, rows: Row
     keys, texts, space = _group_codes(chunk.batch, run.layout.group_columns)
     unique, inverse = _dense_keys(keys[local], space)
     groups = [_group_values(key, texts) for key in unique.tolist()]
+    if len(set(groups)) < len(groups):
+        # distinct codes that read the same (a null and the text "null", NaNs with other bits, a
+        # dictionary that holds a value twice) are one group
+        merged = {group: i for i, group in enumerate(dict.fromkeys(groups))}
+        inverse = np.array([merged[group] for group in groups], dtype=np.intp)[inverse]
+        groups = list(merged)
     if terms is not None and pred is not None and rows.labels is not None:
         if tally.group_table is None:
             tally.group_table = GroupTable(run.n_classes, run.settings.eps, cast(Scale, run.layout.scale))
         tally.group_table.add(groups, grouped_hard_label_stats(pred, rows.labels, rows.weights, terms,
-                                                               inverse, len(unique)))
+                                                               inverse, len(groups)))
         return
     order = np.argsort(inverse, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(unique)))])
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(groups)))])
     for g, group in enumerate(groups):
         if group not in tally.groups:
             tally.groups[group] = run.new_accumulator()

@@ -183,7 +183,8 @@ class GroupTable:
 
     def add(self, keys: Sequence[tuple[str, ...]], stats: dict[str, npt.NDArray[Any]]) -> None:
         """Add each group's row of ``stats`` (see :func:`kernels.grouped_hard_label_stats`) to
-        the group at the same position in ``keys`` (distinct; a group's values)."""
+        the group at the same position in ``keys``, which must be distinct (a repeated index in
+        NumPy's ``a[ids] += v`` adds only once)."""
         if not keys:
             return
         ids = np.array([self.ids.setdefault(key, len(self.ids)) for key in keys], dtype=np.intp)
