@@ -504,3 +504,39 @@ def test_csv_split_in_ranges_matches_oracles(tmp_path: Path, capsys: pytest.Capt
     assert [w["row"] for w in report["worst"]] == [int(i) + 1 for i in worst]
     assert [w["label"] for w in report["worst"]] == [CLASSES[labels[i]] for i in worst]
 
+
+
+def test_csv_header_longer_than_a_block(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header line longer than the block the column types are inferred from, and longer than
+    the piece the parallel reader reads while looking for its end (very wide files), in a large
+    file and in a small compressed one: the block grows to hold it, the reader reads on, and
+    every row comes through (they were "the file is empty" and "no data rows"). Oracle:
+    scikit-learn's log_loss."""
+    from xentcli.io import readers
+
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 64)
+    monkeypatch.setattr(readers, "HEADER_READ_BYTES", 16)
+    monkeypatch.setattr(readers, "CSV_RANGE_BYTES", 2048)
+    names = [f"classname{i:02d}" for i in range(12)]  # a 186-byte header
+    rng = np.random.default_rng(11)
+    probs = softmax(rng.normal(size=(400, len(names))), axis=1)
+    labels = rng.integers(0, len(names), 400)
+    lines = ["label," + ",".join(f"p_{n}" for n in names)] + [
+        f"{names[y]}," + ",".join(repr(float(p)) for p in row) for y, row in zip(labels, probs, strict=True)]
+    path = tmp_path / "wide.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > 2 * readers.CSV_RANGE_BYTES  # the parallel path
+    result = run_cli(capsys, "score", path, "-f", "json")
+    assert result.code == 0, result.err
+    report = load_json(result.out)
+    assert report["rows"]["scored"] == 400
+    assert report["layout"]["classes"] == names
+    expected = log_loss(labels, probs, labels=list(range(len(names))))
+    assert report["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
+    small = tmp_path / "wide_small.csv.gz"  # read by the streaming reader, compressed
+    small.write_bytes(gzip.compress(("\n".join(lines[:6]) + "\n").encode()))
+    result = run_cli(capsys, "score", small, "-f", "json")
+    assert result.code == 0, result.err
+    expected = log_loss(labels[:5], probs[:5], labels=list(range(len(names))))
+    assert load_json(result.out)["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
