@@ -20,7 +20,7 @@ from xentcli.io.sources import COMPRESSIONS, Source
 CSV_BLOCK_BYTES = 4 << 20
 # The longest header line looked for (a very wide file's); a longer one is not found.
 MAX_HEADER_BYTES = 256 << 20
-HEADER_READ_BYTES = 1 << 20  # read at a time while looking for the end of the header line
+HEADER_READ_BYTES = 64 << 10  # read at a time while looking for the end of the header line
 CSV_RANGE_BYTES = 8 << 20  # a piece of an uncompressed CSV parsed by one thread
 PARQUET_BUFFER_BYTES = 1 << 20
 # A footer larger than this (or than the file) is refused before any data is read.
