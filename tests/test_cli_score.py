@@ -456,3 +456,32 @@ def test_console_process_tuning(preset: str | None, expected: list[int]) -> None
     out = subprocess.run([sys.executable, "-c", TUNING_PROBE], capture_output=True, text=True,
                          env=env, timeout=60, check=True).stdout
     assert out.split("\n")[:2] == [str(expected), "50000"]
+
+
+POOL_PROBE = """
+import pyarrow as pa
+from xentcli.cli import use_jemalloc_pool
+use_jemalloc_pool()
+print(pa.default_memory_pool().backend_name)
+"""
+
+
+@pytest.mark.parametrize("preset", [None, "system"])
+def test_commands_read_with_jemalloc_unless_the_user_chose(preset: str | None) -> None:
+    """Commands that read data have pyarrow allocate from jemalloc where it is built in (mimalloc
+    gave the reader fresh huge pages to zero), but a user's ARROW_DEFAULT_MEMORY_POOL stands.
+    Oracle: pyarrow's own name for its default pool, in a fresh interpreter."""
+    import pyarrow as pa
+
+    env = clean_env()
+    env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+    if preset is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = preset
+    out = subprocess.run([sys.executable, "-c", POOL_PROBE], capture_output=True, text=True, env=env,
+                         timeout=60, check=True).stdout.strip()
+    if preset is not None:
+        assert out == preset
+    elif "jemalloc" in pa.supported_memory_backends():
+        assert out == "jemalloc"
+    else:
+        assert out == pa.default_memory_pool().backend_name

@@ -134,9 +134,12 @@ def _options(
     input_format: InputFormat | None = None,
     worst: int = 0,
 ) -> ScoreOptions:
-    """The command-line flags as the library's options."""
+    """The command-line flags as the library's options (every command that reads data starts
+    here, so this is also where pyarrow's memory pool is chosen, before any data is read)."""
     from xentcli.io.layout import LayoutRequest
     from xentcli.pipeline import ScoreOptions
+
+    use_jemalloc_pool()
 
     request = LayoutRequest(
         label=label, target=target, pred=pred,
@@ -445,6 +448,18 @@ def tune_process() -> None:
     cyclic garbage is looked for less often (see GC_THRESHOLDS)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def use_jemalloc_pool() -> None:
+    """Have pyarrow allocate from jemalloc where it is built in, unless the user chose a pool
+    (ARROW_DEFAULT_MEMORY_POOL). pyarrow's default, mimalloc, gives the reader thread fresh 2 MiB
+    huge pages that the kernel zeroes: 0.03-0.27 s of system time per 10M Parquet rows, varying
+    from run to run. With jemalloc: 0.05-0.09 s, peak RSS 146 MiB instead of 171-212, and over 20
+    interleaved runs a median of 0.55 s instead of 0.59 (the best runs alike)."""
+    import pyarrow as pa
+
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ and "jemalloc" in pa.supported_memory_backends():
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
 def run() -> NoReturn:
