@@ -258,9 +258,8 @@ def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.Ragg
             bounds = validate.unit_bounds(decoded.columns)
         for start in range(0, batch.num_rows, MATH_BLOCK_ROWS):
             stop = min(start + MATH_BLOCK_ROWS, batch.num_rows)
-            chunk = Chunk(source, first_row + start, batch.slice(start, stop - start),
-                          decoded.rows(start, stop), bounds=bounds)
-            yield chunk
+            yield Chunk(source, first_row + start, batch.slice(start, stop - start),
+                        decoded.rows(start, stop), bounds=bounds)
         first_row += batch.num_rows
 
 

@@ -140,12 +140,10 @@ def _parallel_csv(
     from concurrent.futures import ThreadPoolExecutor
 
     head = _header_line(source)
-    header_end = len(head)
     if not head.endswith(b"\n"):
         return
     # the column names from the header line alone (the file's schema was read before)
-    names = pacsv.open_csv(pa.BufferReader(head[:header_end]),
-                           parse_options=_csv_parse_options(source)).schema.names
+    names = pacsv.open_csv(pa.BufferReader(head), parse_options=_csv_parse_options(source)).schema.names
     read = pacsv.ReadOptions(column_names=names, use_threads=False)
     parse = _csv_parse_options(source, ragged, lines=False)
     convert = _csv_convert(column_types, columns)
@@ -156,7 +154,7 @@ def _parallel_csv(
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xent-csv") as pool:
         pending: list[Any] = []
-        for piece in _line_ranges(source.path, header_end, CSV_RANGE_BYTES):
+        for piece in _line_ranges(source.path, len(head), CSV_RANGE_BYTES):
             pending.append(pool.submit(parse_range, piece))
             if len(pending) > 2:
                 yield from pending.pop(0).result().to_batches()
