@@ -506,6 +506,51 @@ def test_csv_split_in_ranges_matches_oracles(tmp_path: Path, capsys: pytest.Capt
 
 
 
+def test_csv_ranges_parse_in_large_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each range of a split CSV arrives as about two batches, not as pyarrow's default 1 MiB
+    blocks (~9k rows here, each a block for the scoring thread with its fixed overhead). With
+    4 MiB ranges and a 9 MiB file: 3 ranges, at most 3 batches each, every row once."""
+    from xentcli.io import readers
+    from xentcli.io.sources import Source
+
+    monkeypatch.setattr(readers, "CSV_RANGE_BYTES", 4 << 20)
+    row = "cat,0.123456789012,0.234567890123,0.641975320865\n"
+    n = (9 << 20) // len(row)
+    path = tmp_path / "big.csv"
+    path.write_text("label," + ",".join(PRED_COLUMNS) + "\n" + row * n)
+    types = {"label": pa.string(), **{c: pa.float64() for c in PRED_COLUMNS}}
+    source = Source(str(path), path.name, "csv")
+    batches = list(readers.iter_batches(source, ["label", *PRED_COLUMNS], types, 1 << 20,
+                                        readers.RaggedRows()))
+    assert sum(b.num_rows for b in batches) == n
+    assert len(batches) <= 9, [b.num_rows for b in batches]
+
+
+@pytest.mark.parametrize(("kind", "absent"), [("csv", "pyarrow.parquet"), ("parquet", "pyarrow.csv")])
+def test_a_format_imports_only_its_own_reader(tmp_path: Path, kind: str, absent: str) -> None:
+    """Scoring a CSV does not import pyarrow.parquet (with pyarrow.fs and its cloud filesystems:
+    ~10 ms of every CSV run's start), nor scoring Parquet pyarrow.csv."""
+    import subprocess
+    import sys
+
+    import pyarrow.csv as pacsv
+    from helpers import clean_env
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    columns = {"label": ["cat", "bird"], **{c: probs[:, k] for k, c in enumerate(PRED_COLUMNS)}}
+    path = tmp_path / f"small.{kind}"
+    if kind == "csv":
+        pacsv.write_csv(pa.table(columns), path)
+    else:
+        pq.write_table(pa.table(columns), path)
+    code = (f"import sys; from xentcli import score; score([{str(path)!r}]); "
+            f"print({absent!r} in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=clean_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
 def test_csv_header_longer_than_a_block(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A header line longer than the block the column types are inferred from, and longer than
