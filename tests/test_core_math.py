@@ -927,6 +927,44 @@ def test_unit_bounds_of_sliced_columns() -> None:
     assert unit_bounds([base[:0]]) is None
 
 
+@given(st.integers(1, 4), st.integers(1, 30), st.sampled_from([0.0, 1e-12, 1e-3, 0.25, 0.75]),
+       st.booleans(), st.booleans(), st.data())
+@settings(max_examples=400, deadline=None)
+def test_row_checks_match_their_definition(n_classes: int, n_rows: int, sum_tol: float,
+                                           renormalize: bool, with_bounds: bool,
+                                           data: st.DataObject) -> None:
+    """Validation of probability rows (which decides a clean block from the smallest and largest
+    row sums alone) against the definition applied row by row with NumPy: every value in [0, 1]
+    (any finite value >= 0 with --renormalize) and |sum − 1| <= --sum-tol (sum > 0). Rows are
+    drawn to sit exactly on and next to the tolerance edges, and with NaN, inf and negatives."""
+    from xentcli.core.validate import NOT_FINITE, OUT_OF_RANGE, SUM_OFF, Tolerance, check_rows
+
+    edges = [0.0, 1.0, 0.5, -0.0, math.nan, math.inf, -1e-300, 1.0 + sum_tol, 1.0 - sum_tol,
+             float(np.nextafter(1.0 + sum_tol, 2)), float(np.nextafter(1.0 - sum_tol, 0))]
+    if data.draw(st.booleans()):  # anything, edges included
+        value = st.one_of(st.sampled_from(edges), st.floats(0, 1), st.floats(-2, 2))
+        values = np.array([data.draw(st.lists(value, min_size=n_classes, max_size=n_classes))
+                           for _ in range(n_rows)]).T
+    else:  # valid values whose row sums sit on, or an ulp or so off, the tolerance edges
+        small = st.floats(0, 0.5 / n_classes)
+        values = np.array([data.draw(st.lists(small, min_size=n_classes, max_size=n_classes))
+                           for _ in range(n_rows)]).T
+        targets = np.array([data.draw(st.sampled_from([1.0, *edges[7:]])) for _ in range(n_rows)])
+        values[-1] = np.maximum(targets - values[:-1].sum(axis=0), 0.0)
+    tol = Tolerance(sum_tol, renormalize)
+    top = np.finfo(np.float64).max if renormalize else 1.0
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(values).all(axis=0)
+        in_range = ((values >= 0) & (values <= top)).all(axis=0)
+        sums = values.sum(axis=0)
+        sums_ok = (sums > 0) if renormalize else (np.abs(sums - 1.0) <= sum_tol)
+        bounds = (float(values.min()), float(values.max())) if with_bounds else None
+        got = check_rows(values, None, "probs", None, None, None, None, None, tol, bounds)
+    expected = np.where(~finite, NOT_FINITE, np.where(~in_range, OUT_OF_RANGE,
+                                                      np.where(~sums_ok, SUM_OFF, 0)))
+    assert np.array_equal(np.zeros(n_rows) if got is None else got, expected)
+
+
 def test_negative_zero_and_float32_ones_are_valid(tmp_path: Path) -> None:
     """−0.0 is a valid probability of 0 (the bit test on the reader sends the batch to full
     validation, which accepts it); a float32 1.0 and 0.0 with their rows' log loss. Oracle:

@@ -45,22 +45,42 @@ def top_value(tol: Tolerance) -> float:
 
 
 def _row_ok(values: Floats, is_prob: bool, tol: Tolerance, top: float,
-            bounds: tuple[float, float] | None = None) -> Mask:
-    """Rows that pass every check (the fast path: two whole-block reductions and a row sum).
-    ``bounds``: a lower and an upper bound of the block's values, when the caller has them."""
+            bounds: tuple[float, float] | None = None) -> Mask | None:
+    """Rows that pass every check, None when all do (the fast path: a row sum and four
+    reductions, two of them skipped when the caller has ``bounds``, a lower and an upper bound
+    of the block's values)."""
     if not is_prob:
         return np.asarray(np.isfinite(values).all(axis=0))
     if not values.size:
-        return np.ones(values.shape[1], dtype=bool)
+        return None
     low, high = (float(values.min()), values.max()) if bounds is None else bounds
-    if low >= 0 and high <= top:  # NaN fails both
-        ok = np.ones(values.shape[1], dtype=bool)
-    else:
-        ok = np.asarray((values.min(axis=0) >= 0) & (values.max(axis=0) <= top))
-    if tol.check_sums:
-        sums = values.sum(axis=0)
-        ok &= (sums > 0) if tol.renormalize else (np.abs(sums - 1.0) <= tol.sum_tol)
+    in_range = low >= 0 and high <= top  # NaN fails both
+    if not tol.check_sums:
+        return None if in_range else _in_range_rows(values, top, in_range)
+    sums = values.sum(axis=0)
+    if in_range and _sums_ok(sums, tol):
+        return None
+    ok = _in_range_rows(values, top, in_range)
+    ok &= (sums > 0) if tol.renormalize else (np.abs(sums - 1.0) <= tol.sum_tol)
     return ok
+
+
+def _in_range_rows(values: Floats, top: float, in_range: bool) -> Mask:
+    if in_range:
+        return np.ones(values.shape[1], dtype=bool)
+    return np.asarray((values.min(axis=0) >= 0) & (values.max(axis=0) <= top))
+
+
+def _sums_ok(sums: Floats, tol: Tolerance) -> bool:
+    """Every row sum passes, decided from the smallest and the largest alone (no temporaries):
+    s − 1 rounds monotonically in s, so |s − 1| <= tol holds for all sums when it holds for
+    both ends (NaN fails)."""
+    if not sums.size:
+        return True
+    low, high = float(sums.min()), float(sums.max())
+    if tol.renormalize:
+        return low > 0
+    return abs(low - 1.0) <= tol.sum_tol and abs(high - 1.0) <= tol.sum_tol
 
 
 def unit_bounds(columns: list[Column]) -> tuple[float, float] | None:
@@ -93,6 +113,9 @@ def _distribution_codes(
     n_rows = values.shape[1]
     top = top_value(tol) if top is None else top
     ok = _row_ok(values, is_prob, tol, top, bounds)
+    if ok is None and null_rows is None:
+        return None
+    ok = np.ones(n_rows, dtype=bool) if ok is None else ok
     if null_rows is not None:
         ok &= ~null_rows
     if ok.all():
