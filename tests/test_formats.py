@@ -551,6 +551,53 @@ def test_a_format_imports_only_its_own_reader(tmp_path: Path, kind: str, absent:
     assert proc.stdout.strip() == "False"
 
 
+CELL_KINDS = {
+    "int": lambda rng: str(int(rng.integers(-99, 99))),
+    "float": lambda rng: repr(float(rng.random())),
+    "bool": lambda rng: "true" if rng.random() < 0.5 else "false",
+    "empty": lambda rng: "",
+    "date": lambda rng: f"2026-01-{int(rng.integers(1, 29)):02d}",
+    "text": lambda rng: f"t{int(rng.integers(0, 9))}",
+}
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(CELL_KINDS)), st.sampled_from(sorted(CELL_KINDS)),
+                          st.floats(0, 1.2)), min_size=1, max_size=6),
+       st.integers(0, 2**32 - 1), st.booleans())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_csv_types_inferred_from_two_halves_are_the_whole_blocks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: list[tuple[str, str, float]],
+        seed: int, tab: bool) -> None:
+    """A large CSV's column types are inferred from the two halves of its first block at once.
+    Oracle: pyarrow's own inference over the whole first block (``open_csv`` with that block
+    size), for columns whose cells change kind at a random point: in the first half, the second,
+    or after the block (which must not count)."""
+    import pyarrow.csv as pacsv
+
+    from xentcli.io import readers
+    from xentcli.io.sources import Source
+
+    rng = np.random.default_rng(seed)
+    sep = "\t" if tab else ","
+    n = 900  # the first block is a third of the file: some changes fall after it
+    rows = [sep.join(CELL_KINDS[before if i < at * n / 3 else after](rng)
+                     for before, after, at in columns) for i in range(n)]
+    path = tmp_path / ("f.tsv" if tab else "f.csv")
+    path.write_text(sep.join(f"c{j}" for j in range(len(columns))) + "\n" + "\n".join(rows) + "\n")
+    block = path.stat().st_size // 3
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", block)
+    monkeypatch.setattr(readers, "CSV_RANGE_BYTES", block // 2)
+    source = Source(str(path), path.name, "tsv" if tab else "csv")
+    expected = pacsv.open_csv(
+        path, read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
+        parse_options=pacsv.ParseOptions(delimiter=sep),
+        convert_options=pacsv.ConvertOptions(null_values=[""], strings_can_be_null=False,
+                                             quoted_strings_can_be_null=False)).schema
+    assert readers.read_schema(source) == expected
+    if all(before == after for before, after, _ in columns):
+        assert readers._schema_of_halves(source) == expected  # the two-thread path ran
+
+
 def test_csv_header_longer_than_a_block(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A header line longer than the block the column types are inferred from, and longer than
