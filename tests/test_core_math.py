@@ -935,9 +935,10 @@ def test_row_checks_match_their_definition(n_classes: int, n_rows: int, sum_tol:
                                            data: st.DataObject) -> None:
     """Validation of probability rows (which decides a clean block from the smallest and largest
     row sums alone) against the definition applied row by row with NumPy: every value in [0, 1]
-    (any finite value >= 0 with --renormalize) and |sum − 1| <= --sum-tol (sum > 0). Rows are
-    drawn to sit exactly on and next to the tolerance edges, and with NaN, inf and negatives."""
-    from xentcli.core.validate import NOT_FINITE, OUT_OF_RANGE, SUM_OFF, Tolerance, check_rows
+    (any finite value >= 0 with --renormalize) and |sum − 1| <= --sum-tol (sum > 0), and a row
+    with a null cell reported as such. Rows are drawn to sit exactly on and next to the tolerance
+    edges, and with NaN, inf and negatives."""
+    from xentcli.core.validate import NOT_FINITE, NULL, OUT_OF_RANGE, SUM_OFF, Tolerance, check_rows
 
     edges = [0.0, 1.0, 0.5, -0.0, math.nan, math.inf, -1e-300, 1.0 + sum_tol, 1.0 - sum_tol,
              float(np.nextafter(1.0 + sum_tol, 2)), float(np.nextafter(1.0 - sum_tol, 0))]
@@ -959,9 +960,13 @@ def test_row_checks_match_their_definition(n_classes: int, n_rows: int, sum_tol:
         sums = values.sum(axis=0)
         sums_ok = (sums > 0) if renormalize else (np.abs(sums - 1.0) <= sum_tol)
         bounds = (float(values.min()), float(values.max())) if with_bounds else None
-        got = check_rows(values, None, "probs", None, None, None, None, None, tol, bounds)
+        nulls = np.array(data.draw(st.lists(st.booleans(), min_size=n_rows, max_size=n_rows)))
+        nulls = nulls if data.draw(st.booleans()) else None  # null cells, as decoding marks them
+        got = check_rows(values, nulls, "probs", None, None, None, None, None, tol, bounds)
     expected = np.where(~finite, NOT_FINITE, np.where(~in_range, OUT_OF_RANGE,
                                                       np.where(~sums_ok, SUM_OFF, 0)))
+    if nulls is not None:
+        expected[nulls] = NULL
     assert np.array_equal(np.zeros(n_rows) if got is None else got, expected)
 
 
