@@ -283,7 +283,10 @@ def score_source(run: Run, source: Source) -> None:
         tally = Tally(run.new_accumulator())
         ragged = readers.RaggedRows()
         try:
-            for chunk in _read_ahead(_file_chunks(run, source, text_mode, ragged)):
+            chunks = _file_chunks(run, source, text_mode, ragged)
+            # pyarrow's streaming CSV reader reads ahead on its own threads, and must not be
+            # iterated from ours (see readers.streams_csv)
+            for chunk in chunks if readers.streams_csv(source, text_mode) else _read_ahead(chunks):
                 _score_chunk(run, tally, chunk)
         except pa.ArrowInvalid as exc:
             if text_mode or source.format not in ("csv", "tsv") or "conversion error" not in str(exc):
