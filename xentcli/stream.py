@@ -1,4 +1,5 @@
-"""The streaming pass: read → decode (on a reader thread) → validate → accumulate, block by block.
+"""The streaming pass: read → decode (on a reader thread, except for pyarrow's streaming CSV
+reader, see ``readers.streams_csv``) → validate → accumulate, block by block.
 
 A pass over one file fills a fresh :class:`Tally`; only a pass that completes is merged into the
 run, so a CSV re-read as text after pyarrow refused a cell starts from nothing and nothing is
