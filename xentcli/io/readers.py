@@ -131,6 +131,13 @@ def _line_ranges(path: str, start: int, size: int) -> Iterator[tuple[int, int]]:
             start = cut
 
 
+def _column_names(source: Source, head: bytes) -> list[str]:
+    """The column names as pyarrow reads them from the header line alone."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.open_csv(pa.BufferReader(head), parse_options=_csv_parse_options(source)).schema.names
+
+
 def _read_range(path: str, piece: tuple[int, int]) -> bytes:
     with open(path, "rb") as f:
         f.seek(piece[0])
@@ -154,8 +161,7 @@ def _parallel_csv(
     head = _header_line(source)
     if not head.endswith(b"\n"):
         return
-    # the column names from the header line alone (the file's schema was read before)
-    names = pacsv.open_csv(pa.BufferReader(head), parse_options=_csv_parse_options(source)).schema.names
+    names = _column_names(source, head)
     # two blocks per range: ~36k rows each instead of pyarrow's default 1 MiB blocks (~9k rows),
     # which cost the scoring thread a block's fixed overhead four times as often; never less than
     # the first block's rule (4 times the header) so that a wide file's rows still fit
@@ -297,7 +303,7 @@ def _schema_of_halves(source: Source) -> pa.Schema | None:
                               convert_options=convert)
 
     try:
-        names = pacsv.open_csv(pa.BufferReader(head), parse_options=_csv_parse_options(source)).schema.names
+        names = _column_names(source, head)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xent-csv") as pool:
             halves = [pool.submit(infer, block[len(head) : middle], names),
                       pool.submit(infer, block[middle:end], names)]
@@ -360,10 +366,10 @@ def _splittable(source: Source) -> bool:
 def streams_csv(source: Source, as_text: bool = False) -> bool:
     """Is the file read through pyarrow's streaming CSV reader (a small or compressed CSV, or any
     CSV read again as text)? Iterated from a Python thread of ours, that reader left the
-    interpreter to abort at exit in ~20% of the runs of a script that scored a small CSV
-    ("terminate called without an active exception", SIGABRT); iterated from the thread that
-    calls :func:`xentcli.score`, never in 300 (pyarrow 26). The parallel CSV ranges, Parquet,
-    Arrow and JSON did not abort from our thread."""
+    interpreter to abort at exit ("terminate called without an active exception", SIGABRT) in 4
+    of 200 runs of a script that scored a small CSV, and in 23% of a loop of the reader alone;
+    iterated from the thread that calls :func:`xentcli.score`, in none of 650 (pyarrow 26). The
+    parallel CSV ranges, Parquet and JSON did not abort from our thread."""
     return source.format in ("csv", "tsv") and (as_text or not _splittable(source))
 
 
