@@ -72,11 +72,9 @@ def _in_range_rows(values: Floats, top: float, in_range: bool) -> Mask:
 
 
 def _sums_ok(sums: Floats, tol: Tolerance) -> bool:
-    """Every row sum passes, decided from the smallest and the largest alone (no temporaries):
-    s − 1 rounds monotonically in s, so |s − 1| <= tol holds for all sums when it holds for
-    both ends (NaN fails)."""
-    if not sums.size:
-        return True
+    """Every row sum (of a block with rows) passes, decided from the smallest and the largest
+    alone (no temporaries): s − 1 rounds monotonically in s, so |s − 1| <= tol holds for all
+    sums when it holds for both ends (NaN fails)."""
     low, high = float(sums.min()), float(sums.max())
     if tol.renormalize:
         return low > 0

@@ -81,6 +81,13 @@ def _header_line(source: Source) -> bytes:
     return head if end < 0 else head[: end + 1]
 
 
+def _first_block_bytes(head: bytes) -> int:
+    """The size of a streaming reader's first block, the one column types are inferred from:
+    CSV_BLOCK_BYTES, or 4 times a header line longer than a quarter of that (a very wide file),
+    so that the block still holds rows (pyarrow refuses a header longer than it)."""
+    return max(CSV_BLOCK_BYTES, 4 * len(head))
+
+
 def _open_csv(
     source: Source,
     column_types: dict[str, pa.DataType] | None,
@@ -88,14 +95,12 @@ def _open_csv(
     ragged: RaggedRows | None,
     use_threads: bool = True,
 ) -> pacsv.CSVStreamingReader:
-    """A streaming reader. Its first block holds the header and the rows whose types are
-    inferred: CSV_BLOCK_BYTES, or 4 times a header line longer than a quarter of that (a very
-    wide file), so that the block still holds rows (pyarrow refuses a header longer than it)."""
+    """A streaming reader. Its first block (see :func:`_first_block_bytes`) holds the header and
+    the rows whose types are inferred."""
     import pyarrow.csv as pacsv
 
     stream = pa.input_stream(source.path, compression="detect")
-    block = max(CSV_BLOCK_BYTES, 4 * len(_header_line(source)))
-    read = pacsv.ReadOptions(block_size=block, use_threads=use_threads)
+    read = pacsv.ReadOptions(block_size=_first_block_bytes(_header_line(source)), use_threads=use_threads)
     return pacsv.open_csv(stream, read_options=read, parse_options=_csv_parse_options(source, ragged),
                           convert_options=_csv_convert(column_types, columns))
 
@@ -289,7 +294,7 @@ def _schema_of_halves(source: Source) -> pa.Schema | None:
     head = _header_line(source)
     if not head.endswith(b"\n"):
         return None
-    size = max(CSV_BLOCK_BYTES, 4 * len(head))
+    size = _first_block_bytes(head)
     block = _read_range(source.path, (0, size))
     end = len(block) if len(block) < size else max(block.rfind(b"\n"), block.rfind(b"\r")) + 1
     middle = block.find(b"\n", (len(head) + end) // 2, end - 1) + 1
