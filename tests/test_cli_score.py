@@ -434,7 +434,7 @@ def test_fast_exit_writes_everything(big_report_input: Path, tmp_path: Path) -> 
 
 TUNING_PROBE = """
 import gc
-from xentcli.cli import tune_process
+from xentcli.console import tune_process
 tune_process()
 import numpy  # noqa: F401  (OpenBLAS starts its threads here)
 from threadpoolctl import threadpool_info
@@ -456,6 +456,37 @@ def test_console_process_tuning(preset: str | None, expected: list[int]) -> None
     out = subprocess.run([sys.executable, "-c", TUNING_PROBE], capture_output=True, text=True,
                          env=env, timeout=60, check=True).stdout
     assert out.split("\n")[:2] == [str(expected), "50000"]
+
+
+GC_ORDER_PROBE = """
+import gc, sys
+
+class Probe:  # notes the collector's threshold when typer is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            print(gc.get_threshold()[0])
+            sys.meta_path.remove(self)
+        return None
+
+sys.meta_path.insert(0, Probe())
+sys.argv = ["xent", "--version"]
+from xentcli.console import run
+run()
+"""
+
+
+def test_console_command_tunes_the_process_before_importing_typer() -> None:
+    """The installed ``xent`` enters through xentcli.console, which sets the collector's threshold
+    before typer (the first heavy import) is imported: typer's import alone ran 21 collections
+    at the default. Oracles: the threshold seen by an import hook when typer is looked for, in a
+    fresh interpreter, and the entry point as the installed package's metadata records it."""
+    from importlib.metadata import entry_points
+
+    out = subprocess.run([sys.executable, "-c", GC_ORDER_PROBE], capture_output=True, text=True,
+                         env=clean_env(), timeout=60, check=True).stdout
+    assert out.split("\n")[:2] == ["50000", f"xent {__version__}"]
+    (script,) = entry_points(group="console_scripts", name="xent")
+    assert script.value == "xentcli.console:run"
 
 
 POOL_PROBE = """

@@ -1,3 +1,3 @@
-from xentcli.cli import run
+from xentcli.console import run
 
 run()

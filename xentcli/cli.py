@@ -4,7 +4,6 @@ exits; heavy libraries are imported inside the commands so that ``xent --help`` 
 from __future__ import annotations
 
 import copy
-import gc
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -433,23 +432,6 @@ def main(argv: list[str] | None = None) -> None:
               "--debug for the traceback and report it.", EXIT_INTERNAL)
 
 
-# Python looks for reference cycles every 700 new objects by default. Starting up (typer, numpy,
-# pyarrow) makes tens of thousands of objects that all live on, and scoring makes no cycles:
-# collecting every 50,000 instead saves ~7 ms of a 0.14 s start-up.
-GC_THRESHOLDS = (50_000, 20, 20)
-
-
-def tune_process() -> None:
-    """Settings for the console command's own process, made before numpy is imported.
-
-    OpenBLAS is asked for one thread unless the user chose a number: loaded with a thread per
-    core, it keeps them spinning for a while after numpy's import, on the core that xent's reader
-    thread needs, and xent's own BLAS calls are small (10M rows: ~0.02 s faster in all). And
-    cyclic garbage is looked for less often (see GC_THRESHOLDS)."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def use_jemalloc_pool() -> None:
     """Have pyarrow allocate from jemalloc where it is built in, unless the user chose a pool
     (ARROW_DEFAULT_MEMORY_POOL). pyarrow's default, mimalloc, gives the reader thread fresh 2 MiB
@@ -465,8 +447,8 @@ def use_jemalloc_pool() -> None:
 def run() -> NoReturn:
     """The console command: :func:`main`, then an immediate exit. By then the output is written,
     the files are closed and temporary files removed, so the interpreter's teardown (freeing
-    every module of numpy and pyarrow, ~25 ms) has nothing left to do for the user."""
-    tune_process()
+    every module of numpy and pyarrow, ~25 ms) has nothing left to do for the user. The console
+    command enters through :func:`xentcli.console.run`, which tunes the process first."""
     try:
         main()
         code = 0
