@@ -27,9 +27,9 @@ Usage::
 The measuring parent imports nothing but the standard library: on Linux a child's ``ru_maxrss``
 is at least its parent's high-water RSS at spawn time (``exec`` folds the old address space's peak
 into it), so a parent that had loaded numpy would put a floor of its own size under every number.
-Data generation and every non-xent contender run as this same script in a fresh process
-(``bench.py --generate FILE ...`` and ``bench.py --run-one NAME FILE --classes K``), importing
-only what that one job needs. See bench/README.md for what each contender computes.
+Data generation runs as this same script in a fresh process (``bench.py --generate FILE ...``),
+and every non-xent contender as ``contenders.py NAME FILE K`` beside it, which imports only what
+that one contender needs. See bench/README.md for what each contender computes.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -53,8 +54,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-#: float64 machine epsilon: xent's default ``--eps`` (q is clipped up to it before the log).
-EPS = 2.220446049250313e-16
+from contenders import class_names, duckdb_sql, file_format
+
 #: Rows per generated block, and so per Parquet row group.
 ROW_GROUP = 1_000_000
 #: Standard deviation of the random logits; with the class bias below, K=10 gives CE ~1.75 nats.
@@ -95,19 +96,12 @@ TARGET_ROWS = {"parquet": 10_000_000, "csv": 2_000_000}
 
 THIS_FILE = Path(__file__).resolve()
 REPO_ROOT = THIS_FILE.parent.parent
+CONTENDERS_FILE = THIS_FILE.parent / "contenders.py"
 
 PARQUET_CONTENDERS = ("xent", "duckdb", "polars", "pandas+sklearn", "pyarrow-decode")
 CSV_CONTENDERS = ("xent", "duckdb", "polars", "pyarrow-decode")
 ALL_CONTENDERS = tuple(dict.fromkeys(PARQUET_CONTENDERS + CSV_CONTENDERS))
 PACKAGES = ("xentcli", "numpy", "pyarrow", "duckdb", "polars", "pandas", "scikit-learn", "scipy")
-
-
-def class_names(k: int) -> list[str]:
-    return [f"c{j}" for j in range(k)]
-
-
-def file_format(path: str | Path) -> str:
-    return "csv" if str(path).endswith(".csv") else "parquet"
 
 
 def log(msg: str) -> None:
@@ -219,134 +213,6 @@ def warm_cache(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Contenders (each runs in its own process: `bench.py --run-one NAME FILE --classes K`)
-# --------------------------------------------------------------------------------------------
-
-ChildResult = dict[str, Any]
-
-
-def duckdb_sql(path: str, classes: Sequence[str]) -> str:
-    """One aggregate: mean -ln q(true class) (clipped at eps like xent) and mean -sum(q ln q)."""
-    quoted = path.replace("'", "''")
-    if file_format(path) == "csv":
-        source = f"read_csv('{quoted}', header = true)"
-    else:
-        source = f"read_parquet('{quoted}')"
-    cases = "\n".join(f"      WHEN '{c}' THEN p_{c}" for c in classes)
-    entropy = "\n".join(f"      {'' if i == 0 else '+ '}p_{c} * ln(p_{c})" for i, c in enumerate(classes))
-    return (
-        "SELECT\n"
-        "  count(*) AS n,\n"
-        "  avg(-ln(greatest(CAST(CASE label\n"
-        f"{cases}\n"
-        f"    END AS DOUBLE), {EPS!r}))) AS cross_entropy,\n"
-        "  avg(-(\n"
-        f"{entropy}\n"
-        "  )) AS entropy_pred\n"
-        f"FROM {source}"
-    )
-
-
-def result(rows: int, ce: float | None, ent: float | None, t0: float, t1: float) -> ChildResult:
-    """The child's report; t0 = before its heavy imports, t1 = after them."""
-    return {
-        "rows": rows,
-        "cross_entropy": ce,
-        "entropy_pred": ent,
-        "import_s": t1 - t0,
-        "compute_s": time.perf_counter() - t1,
-    }
-
-
-def run_duckdb(path: str, classes: Sequence[str]) -> ChildResult:
-    t0 = time.perf_counter()
-    import duckdb
-
-    t1 = time.perf_counter()
-    con = duckdb.connect()  # default threads (= cores)
-    row = con.execute(duckdb_sql(path, classes)).fetchone()
-    assert row is not None
-    n, ce, ent = row
-    return result(n, ce, ent, t0, t1)
-
-
-def run_polars(path: str, classes: Sequence[str]) -> ChildResult:
-    t0 = time.perf_counter()
-    import polars as pl
-
-    t1 = time.perf_counter()
-    lf = pl.scan_csv(path) if file_format(path) == "csv" else pl.scan_parquet(path)
-    label = pl.col("label")
-    chain: Any = pl.when(label == classes[0]).then(pl.col(f"p_{classes[0]}"))
-    for c in classes[1:]:
-        chain = chain.when(label == c).then(pl.col(f"p_{c}"))
-    p_true = chain.cast(pl.Float64).clip(lower_bound=EPS)
-    q = [pl.col(f"p_{c}").cast(pl.Float64) for c in classes]
-    entropy = -pl.sum_horizontal([x * x.log() for x in q])
-    out = lf.select(
-        n=pl.len(),
-        cross_entropy=(-p_true.log()).mean(),
-        entropy_pred=entropy.mean(),
-    ).collect(engine="streaming")
-    rec = out.row(0, named=True)
-    return result(rec["n"], rec["cross_entropy"], rec["entropy_pred"], t0, t1)
-
-
-def run_pandas_sklearn(path: str, classes: Sequence[str]) -> ChildResult:
-    t0 = time.perf_counter()
-    import warnings
-
-    import numpy as np
-    import pandas as pd
-    from scipy.special import entr
-    from sklearn.metrics import log_loss
-
-    t1 = time.perf_counter()
-    df = pd.read_csv(path) if file_format(path) == "csv" else pd.read_parquet(path)
-    # Integer codes, not the strings: on an object array of strings log_loss spends ~85% of its
-    # time in np.unique (type_of_target, LabelBinarizer); 51 s instead of ~8 s at 10M rows.
-    # Codes 0..K-1 also keep log_loss's sorted-label column order equal to the file's.
-    codes = pd.Categorical(df["label"], categories=list(classes)).codes
-    probs = df[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)  # (rows, classes)
-    with warnings.catch_warnings():
-        # float32 rows sum to 1 within ~3e-7, above log_loss's float64 tolerance (sqrt(eps)).
-        warnings.filterwarnings("ignore", message=".*do not sum to one.*")
-        ce = float(log_loss(codes, probs, labels=np.arange(len(classes))))
-    ent = float(entr(probs).sum(axis=1).mean())
-    return result(len(df), ce, ent, t0, t1)
-
-
-def run_pyarrow_decode(path: str, classes: Sequence[str]) -> ChildResult:
-    del classes
-    t0 = time.perf_counter()
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    t1 = time.perf_counter()
-    n = 0
-    if file_format(path) == "csv":
-        n = pacsv.read_csv(path).num_rows  # whole file, multi-threaded
-    else:
-        pf = pq.ParquetFile(path)
-        for i in range(pf.num_row_groups):
-            n += pf.read_row_group(i).num_rows
-    return result(n, None, None, t0, t1)
-
-
-RUNNERS: dict[str, Callable[[str, Sequence[str]], ChildResult]] = {
-    "duckdb": run_duckdb,
-    "polars": run_polars,
-    "pandas+sklearn": run_pandas_sklearn,
-    "pyarrow-decode": run_pyarrow_decode,
-}
-
-
-def child_main(name: str, path: str, k: int) -> int:
-    print(json.dumps(RUNNERS[name](path, class_names(k))))
-    return 0
-
-
-# --------------------------------------------------------------------------------------------
 # Parent: run children, measure, report
 # --------------------------------------------------------------------------------------------
 
@@ -430,7 +296,7 @@ def run_child(cmd: Sequence[str], timeout: float | None) -> ChildOutcome:
 def contender_cmd(name: str, path: Path, k: int, xent_cmd: Sequence[str]) -> list[str]:
     if name == "xent":
         return [*xent_cmd, "score", str(path), "--format", "json", "-q"]
-    return [sys.executable, str(THIS_FILE), "--run-one", name, str(path), "--classes", str(k)]
+    return [sys.executable, str(CONTENDERS_FILE), name, str(path), str(k)]
 
 
 def failure_reason(outcome: ChildOutcome) -> str:
@@ -701,6 +567,13 @@ def print_legend() -> None:
 # --------------------------------------------------------------------------------------------
 # Byte-compile xent before timing it
 # --------------------------------------------------------------------------------------------
+
+
+def default_xent_cmd() -> list[str]:
+    """The ``xent`` command that pip installed beside this interpreter, as a user runs it; else
+    ``python -m xentcli``, whose runpy start costs ~7 ms more (median of 40 interleaved runs)."""
+    script = shutil.which("xent", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "xentcli"]
 
 
 def xent_package_dir() -> str:
@@ -1066,7 +939,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--xent-cmd",
         default=None,
         metavar="CMD",
-        help="command that runs xent, split like a shell would (default: '<this python> -m xentcli')",
+        help="command that runs xent, split like a shell would (default: the xent command installed "
+        "beside this python, else '<this python> -m xentcli')",
     )
     p.add_argument(
         "--contenders",
@@ -1083,14 +957,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="save raw results")
     p.add_argument("--print-sql", action="store_true", help="print the DuckDB SQL used")
-    p.add_argument("--run-one", nargs=2, metavar=("NAME", "FILE"), help=argparse.SUPPRESS)
     p.add_argument("--generate", type=Path, metavar="FILE", help=argparse.SUPPRESS)
     return p
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.run_one is not None and args.run_one[0] not in RUNNERS:
-        p.error(f"--run-one: unknown contender {args.run_one[0]!r}")
     args.rows = args.rows or [10_000_000]
     if min([*args.rows, args.csv_rows]) <= 0:
         p.error("row counts must be positive")
@@ -1100,7 +971,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--repeat must be at least 1")
     if args.startup_repeat < 1:
         p.error("--startup-repeat must be at least 1")
-    args.xent_cmd = shlex.split(args.xent_cmd) if args.xent_cmd else [sys.executable, "-m", "xentcli"]
+    args.xent_cmd = shlex.split(args.xent_cmd) if args.xent_cmd else default_xent_cmd()
     if args.contenders:
         args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
         unknown = sorted(set(args.contenders) - set(ALL_CONTENDERS))
@@ -1206,8 +1077,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    if args.run_one is not None:
-        return child_main(args.run_one[0], args.run_one[1], args.classes)
     if args.generate is not None:
         return generate_main(args.generate, args.rows[0], args.classes, args.seed)
     info = machine_info(args.xent_cmd)
