@@ -474,8 +474,8 @@ def test_csv_split_in_ranges_matches_oracles(tmp_path: Path, capsys: pytest.Capt
 
     monkeypatch.setattr(readers, "CSV_RANGE_BYTES", 2048)
     reads = []
-    read_range = readers._read_range
-    monkeypatch.setattr(readers, "_read_range", lambda *a: reads.append(a) or read_range(*a))
+    range_view = readers._range_view
+    monkeypatch.setattr(readers, "_range_view", lambda *a: reads.append(a) or range_view(*a))
     rng = np.random.default_rng(7)
     n = 4000
     probs = softmax(rng.normal(size=(n, 3)) * 2, axis=1)
@@ -524,6 +524,54 @@ def test_csv_ranges_parse_in_large_blocks(tmp_path: Path, monkeypatch: pytest.Mo
                                         readers.RaggedRows()))
     assert sum(b.num_rows for b in batches) == n
     assert len(batches) <= 9, [b.num_rows for b in batches]
+
+
+@given(lines=st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), min_size=1,
+                      max_size=30),
+       last_newline=st.booleans(), size=st.integers(min_value=1, max_value=40))
+@settings(max_examples=150, deadline=None)
+def test_csv_line_ranges_cover_the_file_once_and_end_at_line_ends(
+        lines: list[bytes], last_newline: bool, size: int) -> None:
+    """The byte ranges of a split CSV follow each other from the start offset to the end of the
+    file, each ends just after a newline (the last one may end at the end of the file instead)
+    and is at least ``size`` bytes unless it is the last. Oracle: the file's bytes themselves."""
+    import mmap
+    import tempfile
+
+    from xentcli.io import readers
+
+    data = b"\n".join(lines) + (b"\n" if last_newline else b"")
+    if not data:
+        return  # an empty file cannot be mapped, and is never split (see _splittable)
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        pieces = list(readers._line_ranges(mapped, 0, size))
+        mapped.close()
+    assert [p[0] for p in pieces] == [0] + [a + n for a, n in pieces[:-1]]
+    assert pieces[-1][0] + pieces[-1][1] == len(data)
+    for start, length in pieces[:-1]:
+        assert data[start + length - 1 : start + length] == b"\n" and length >= size
+
+
+def test_a_parsed_csv_range_leaves_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After its parse, a range's pages are given back (MADV_DONTNEED) from the page holding its
+    first byte to its last byte, so a large CSV does not end up resident as a whole. Oracle: the
+    calls a stand-in for the mapping records."""
+    import mmap
+
+    from xentcli.io import readers
+
+    calls = []
+
+    class Mapped:
+        def madvise(self, option: int, start: int, length: int) -> None:
+            calls.append((option, start, length))
+
+    page = mmap.PAGESIZE
+    readers._release_range(Mapped(), (3 * page + 10, 5 * page))  # type: ignore[arg-type]
+    assert calls == [(mmap.MADV_DONTNEED, 3 * page, 5 * page + 10)]
 
 
 @pytest.mark.parametrize(("name", "threaded"), [("small.csv", False), ("small.csv.gz", False),
