@@ -4,10 +4,10 @@
 
 prints one JSON object: rows, cross_entropy, entropy_pred, import_s and compute_s.
 
-This file imports nothing at start but ``json``, ``sys`` and ``time`` (all loaded by the
-interpreter's own start-up or nearly free), and each contender imports only its own libraries
-inside its function: a contender's process pays what a user's script doing the same work would,
-no more. (Run as ``bench.py --run-one``, it used to pay ~20 ms of the bench's own imports,
+This file imports nothing at start but ``json``, ``sys``, ``time`` and ``typing`` (which every
+contender's library imports anyway), and each contender imports only its own libraries inside
+its function: a contender's process pays what a user's script doing the same work would, no
+more. (Run as ``bench.py --run-one``, it used to pay 15-20 ms of the bench's own imports,
 ``importlib.metadata`` mostly, that xent's process did not.)
 """
 
