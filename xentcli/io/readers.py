@@ -174,7 +174,9 @@ def _parallel_csv(
     line numbers are found afterwards by a serial pass (see ``locate_ragged``).
 
     The ranges are parsed from a memory map of the file: read into fresh 8 MiB buffers instead,
-    each range cost page faults and a copy (2M rows: ~0.04 s more CPU, ~0.03 s later)."""
+    each range cost page faults and a copy (2M rows: ~0.04 s more CPU, ~0.03 s later). As with
+    any memory-mapped reader, a file cut short while it is read ends the process (SIGBUS), and a
+    file system that cannot map files gets the file refused as unreadable."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow.csv as pacsv
