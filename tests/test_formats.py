@@ -555,6 +555,36 @@ def test_csv_line_ranges_cover_the_file_once_and_end_at_line_ends(
         assert data[start + length - 1 : start + length] == b"\n" and length >= size
 
 
+def test_a_large_csv_that_cannot_be_mapped_is_read_serially(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a file system that cannot map files (mmap fails with ENODEV), a CSV too large for one
+    range is read by pyarrow's streaming reader instead of being refused. Oracle: scikit-learn's
+    ``log_loss`` (rtol 1e-9); the ranges' reader must not have run."""
+    import errno
+    import mmap
+
+    from xentcli.io import readers
+
+    def no_mmap(*args: Any, **kwargs: Any) -> mmap.mmap:
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(readers, "CSV_RANGE_BYTES", 2048)
+    monkeypatch.setattr(readers.mmap, "mmap", no_mmap)
+    monkeypatch.setattr(readers, "_range_view", lambda *a: pytest.fail("the ranges' reader ran"))
+    rng = np.random.default_rng(11)
+    probs = softmax(rng.normal(size=(600, 3)), axis=1)
+    labels = rng.integers(0, 3, 600)
+    lines = ["label," + ",".join(PRED_COLUMNS)] + [
+        CLASSES[y] + "," + ",".join(repr(float(p)) for p in row)
+        for y, row in zip(labels, probs, strict=True)]
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > 2 * readers.CSV_RANGE_BYTES
+    report = score([str(path)])
+    assert report.scores.cross_entropy == pytest.approx(log_loss(labels, probs, labels=[0, 1, 2]),
+                                                        rel=RTOL)
+
+
 def test_a_parsed_csv_range_leaves_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """After its parse, a range's pages are given back (MADV_DONTNEED) from the page holding its
     first byte to its last byte, so a large CSV does not end up resident as a whole. Oracle: the

@@ -175,8 +175,7 @@ def _parallel_csv(
 
     The ranges are parsed from a memory map of the file: read into fresh 8 MiB buffers instead,
     each range cost page faults and a copy (2M rows: ~0.04 s more CPU, ~0.03 s later). As with
-    any memory-mapped reader, a file cut short while it is read ends the process (SIGBUS), and a
-    file system that cannot map files gets the file refused as unreadable."""
+    any memory-mapped reader, a file cut short while it is read ends the process (SIGBUS)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow.csv as pacsv
@@ -384,10 +383,20 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
 
 
 def _splittable(source: Source) -> bool:
-    """Large enough to be worth parallel parsing, and plain bytes on disk (not compressed)."""
+    """Large enough to be worth parallel parsing, plain bytes on disk (not compressed), and on a
+    file system that can map it (see :func:`_parallel_csv`); else pyarrow's streaming reader
+    reads it, serially."""
     if source.path.lower().endswith(COMPRESSIONS):
         return False
-    return os.path.getsize(source.path) > 2 * CSV_RANGE_BYTES
+    return os.path.getsize(source.path) > 2 * CSV_RANGE_BYTES and _mappable(source.path)
+
+
+def _mappable(path: str) -> bool:
+    try:
+        _map_file(path).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def streams_csv(source: Source, as_text: bool = False) -> bool:
