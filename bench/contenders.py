@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
-    from typing import Any
 
-    ChildResult = dict[str, Any]
+ChildResult = dict[str, Any]
 
 #: float64 machine epsilon: xent's default ``--eps`` (q is clipped up to it before the log).
 EPS = 2.220446049250313e-16
