@@ -633,10 +633,12 @@ def test_pyarrows_streaming_csv_reader_stays_on_the_callers_thread(
     assert bool(calls) == threaded
 
 
-@pytest.mark.parametrize(("kind", "absent"), [("csv", "pyarrow.parquet"), ("parquet", "pyarrow.csv")])
+@pytest.mark.parametrize(("kind", "absent"), [("csv", "pyarrow.parquet"), ("parquet", "pyarrow.csv"),
+                                            ("parquet", "pyarrow.parquet"), ("parquet", "pyarrow.fs")])
 def test_a_format_imports_only_its_own_reader(tmp_path: Path, kind: str, absent: str) -> None:
-    """Scoring a CSV does not import pyarrow.parquet (with pyarrow.fs and its cloud filesystems:
-    ~10 ms of every CSV run's start), nor scoring Parquet pyarrow.csv."""
+    """Scoring a CSV does not import pyarrow.parquet (with pyarrow.fs, its cloud filesystems and
+    ssl: ~9 ms of every run's start), nor scoring Parquet pyarrow.csv; and Parquet is read
+    without pyarrow.parquet either (see ``readers.ParquetReader``)."""
     import subprocess
     import sys
 
@@ -656,6 +658,59 @@ def test_a_format_imports_only_its_own_reader(tmp_path: Path, kind: str, absent:
                           env=clean_env(), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def _parquet_cases(tmp_path: Path) -> list[tuple[Path, list[str], list[str]]]:
+    """(file, columns to read, text columns read as dictionaries): flat float32 columns in several
+    row groups, a weight and a group column, a list column, a fixed-size list, a struct whose
+    leaves are not read, and names with a dot, in an order other than the file's."""
+    rng = np.random.default_rng(5)
+    probs = softmax(rng.normal(size=(300, 3)), axis=1)
+    labels = [CLASSES[k] for k in rng.integers(0, 3, 300)]
+    wide = tmp_path / "wide.parquet"
+    pq.write_table(pa.table({"label": labels, **{c: probs[:, k].astype(np.float32)
+                                                for k, c in enumerate(PRED_COLUMNS)},
+                             "w": rng.random(300), "region": rng.choice(["eu", "us"], 300)}),
+                   wide, row_group_size=70)
+    listed = tmp_path / "listed.parquet"
+    pq.write_table(pa.table({"meta": pa.array([{"a": 1, "b": "x"}] * 300),
+                             "probs": pa.array(probs.tolist(), pa.list_(pa.float64())),
+                             "fixed": pa.array(probs.tolist(), pa.list_(pa.float64(), 3)),
+                             "y.true": labels}), listed, row_group_size=128)
+    return [(wide, ["label", *PRED_COLUMNS], ["label"]),
+            (wide, ["region", "w", PRED_COLUMNS[2], "label", PRED_COLUMNS[0], PRED_COLUMNS[1]], []),
+            (listed, ["y.true", "probs"], ["y.true"]),
+            (listed, ["fixed", "y.true"], [])]
+
+
+def test_parquet_is_read_as_pyarrow_parquet_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     ) -> None:
+    """xent reads Parquet through pyarrow's Cython reader (``readers.ParquetReader``), not
+    ``pyarrow.parquet.ParquetFile``. Oracle: ParquetFile itself, the public reader that wraps the
+    same Cython class: the same schema, row count and batches, value for value, flat and nested
+    columns alike; and where the Cython reader is missing, xent falls back to ParquetFile."""
+    from xentcli.io import readers
+
+    for path, columns, dictionary in _parquet_cases(tmp_path):
+        ours = readers.open_parquet(str(path), dictionary or None)
+        assert isinstance(ours, readers.ParquetReader), "pyarrow's Cython reader was not used"
+        public = pq.ParquetFile(path, read_dictionary=dictionary or None)
+        assert ours.schema_arrow.equals(public.schema_arrow)
+        assert ours.metadata.num_rows == public.metadata.num_rows == 300
+        got = pa.Table.from_batches(list(ours.iter_batches(64, columns, False)))
+        want = pa.Table.from_batches(list(public.iter_batches(64, columns=columns, use_threads=False)))
+        assert got.column_names == want.column_names
+        assert got.equals(want)
+        assert set(got.column_names) == set(columns)
+
+    def missing(*args: Any, **kwargs: Any) -> None:
+        raise ImportError("cannot import name 'ParquetReader' from 'pyarrow._parquet'")
+
+    monkeypatch.setattr(readers.ParquetReader, "__init__", missing)
+    path = tmp_path / "preds.parquet"
+    WRITERS["preds.parquet"](path, DATA)
+    assert isinstance(readers.open_parquet(str(path), ["label"]), pq.ParquetFile)
+    assert score([str(path)]).scores.cross_entropy == pytest.approx(EXPECTED_CE, rel=RTOL)
 
 
 CELL_KINDS = {
