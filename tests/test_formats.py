@@ -33,6 +33,7 @@ from scipy.special import softmax
 from sklearn.metrics import log_loss
 
 from xentcli import ScoreOptions, score
+from xentcli.io.layout import LayoutRequest
 
 RTOL = 1e-9  # against scikit-learn
 SAME = 1e-12  # the same data read two ways (SPEC 1: chunking changes nothing beyond 1e-12)
@@ -473,6 +474,7 @@ def test_csv_split_in_ranges_matches_oracles(tmp_path: Path, capsys: pytest.Capt
     from xentcli.io import readers
 
     monkeypatch.setattr(readers, "CSV_RANGE_BYTES", 2048)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 4096)  # types are inferred from the first 4 KiB
     reads = []
     range_view = readers._range_view
     monkeypatch.setattr(readers, "_range_view", lambda *a: reads.append(a) or range_view(*a))
@@ -504,6 +506,60 @@ def test_csv_split_in_ranges_matches_oracles(tmp_path: Path, capsys: pytest.Capt
     assert [w["row"] for w in report["worst"]] == [int(i) + 1 for i in worst]
     assert [w["label"] for w in report["worst"]] == [CLASSES[labels[i]] for i in worst]
 
+
+
+@pytest.mark.parametrize("head", ["clean", "groups", "integers", "numeric labels", "ragged", "ids"])
+def test_csv_first_block_is_parsed_once_when_its_types_are_the_passes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head: str) -> None:
+    """The rows of a large CSV's first block, parsed to infer its types, are scored as they were
+    parsed when those are the types the pass reads them as (labels and groups as dictionaries);
+    otherwise (a prediction column whose first block holds only integers, labels that read as
+    numbers, a ragged row, counted once, an --id column, which the pass reads as plain text) the
+    pass parses the block again. Oracles: scikit-learn's ``log_loss`` (rtol 1e-9) over the rows
+    as written, and per group; where the pass began, from the ranges it parsed."""
+    from xentcli.io import readers
+
+    monkeypatch.setattr(readers, "CSV_RANGE_BYTES", 2048)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 4096)
+    starts = []
+    range_view = readers._range_view
+    monkeypatch.setattr(readers, "_range_view",
+                        lambda m, piece: starts.append(piece[0]) or range_view(m, piece))
+    rng = np.random.default_rng(3)
+    n = 1500
+    probs = softmax(rng.normal(size=(n, 3)) * 2, axis=1)
+    labels = rng.integers(0, 3, n)
+    names = ["10", "20", "30"] if head == "numeric labels" else list(CLASSES)
+    first = 500  # > the rows of the first 4 KiB, when they are written as integers
+    if head == "integers":
+        probs[:first] = np.eye(3)[labels[:first]]
+    cells = [[repr(float(p)) for p in row] for row in probs]
+    if head == "integers":
+        cells[:first] = [[str(int(p)) for p in row] for row in probs[:first]]
+    groups = rng.integers(0, 3, n)
+    g = [f"g{groups[i]}" if head == "groups" else f"row{i}" for i in range(n)]
+    lines = ["g,label," + ",".join(f"p_{name}" for name in names)] + [
+        f"{g[i]},{names[labels[i]]}," + ",".join(cells[i]) for i in range(n)]
+    if head == "ragged":
+        lines.insert(10, f"row,{names[0]},0.5,0.5")
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n")
+    by = ("g",) if head == "groups" else ()
+    layout = LayoutRequest(by=by, id="g" if head == "ids" else None)
+    report = score([str(path)], ScoreOptions(on_invalid="skip", layout=layout))
+    assert report.classes == names
+    assert report.rows.read == n + (head == "ragged")
+    assert report.rows.skipped_by_reason == ({"ragged_row": 1} if head == "ragged" else {})
+    clipped = np.maximum(probs, np.finfo(np.float64).eps)
+    assert report.scores.cross_entropy == pytest.approx(log_loss(labels, clipped, labels=[0, 1, 2]), rel=RTOL)
+    for group in report.groups:
+        mine = groups == int(group.by["g"].removeprefix("g"))
+        assert group.scores.cross_entropy == pytest.approx(
+            log_loss(labels[mine], clipped[mine], labels=[0, 1, 2]), rel=RTOL)
+    assert len(report.groups) == (3 if head == "groups" else 0)
+    data = path.read_bytes()
+    reused = head in ("clean", "groups")
+    assert min(starts) == (data.rfind(b"\n", 0, 4096) + 1 if reused else data.index(b"\n") + 1)
 
 
 def test_csv_ranges_parse_in_large_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
