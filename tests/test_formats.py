@@ -856,6 +856,69 @@ def test_csv_types_from_halves_at_the_block_edges(tmp_path: Path, monkeypatch: p
     assert readers.read_schema(Source(str(path), path.name, "csv")) == expected
 
 
+@pytest.mark.parametrize("data", [
+    pytest.param(b"a,b\n1,2\n", id="LF"),
+    pytest.param(b"a,b\r\n1,2\r\n", id="CRLF"),
+    pytest.param(b"a,b\r1,2\r", id="lone CR"),
+    pytest.param(b"abc\r\n1\r\n", id="CRLF split between two reads"),
+    pytest.param(b"abcd\r1\r", id="lone CR ending a read"),
+    pytest.param(b"ab\rc\n1\n", id="a CR before the first LF"),
+    pytest.param(b"a,b", id="no line end"),
+    pytest.param(b"a,b\r", id="CR at the end of the file"),
+    pytest.param(b"", id="empty"),
+])
+def test_csv_header_line_ends_where_pyarrow_ends_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        data: bytes) -> None:
+    """The header line ends at \\n, \\r\\n or a lone \\r, also when the line end falls across
+    two reads (4 bytes at a time here). Oracle: Python's ``bytes.splitlines``, which splits bytes
+    at the same three line ends."""
+    from xentcli.io import readers
+    from xentcli.io.sources import Source
+
+    monkeypatch.setattr(readers, "HEADER_READ_BYTES", 4)
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    expected = data.splitlines(keepends=True)[0] if data else b""
+    assert readers._header_line(Source(str(path), path.name, "csv")) == expected
+
+
+def test_a_large_csv_with_lone_cr_line_ends_is_read_whole(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large CSV whose lines end in a lone \\r (classic Mac OS) cannot be cut into ranges at
+    \\n: pyarrow's streaming reader reads it, in blocks of CSV_BLOCK_BYTES. Its header used to be
+    looked for up to the first \\n, that is through the whole file, growing one bytes object read
+    by read (a 38 MiB file took 8 s), and the file then read as holding no rows. Oracles:
+    scikit-learn's ``log_loss`` (rtol 1e-9); the bytes the header search looked at, at most
+    twice the file's."""
+    from xentcli.io import readers
+    from xentcli.io.sources import Source
+
+    monkeypatch.setattr(readers, "CSV_RANGE_BYTES", 2048)
+    monkeypatch.setattr(readers, "HEADER_READ_BYTES", 256)
+    monkeypatch.setattr(readers, "_range_view", lambda *a: pytest.fail("the ranges' reader ran"))
+    searched = []
+    line_end = readers._line_end
+    monkeypatch.setattr(readers, "_line_end",
+                        lambda data, start: searched.append(len(data) - start) or line_end(data, start))
+    rng = np.random.default_rng(9)
+    probs = softmax(rng.normal(size=(800, 3)), axis=1)
+    labels = rng.integers(0, 3, 800)
+    lines = ["label," + ",".join(PRED_COLUMNS)] + [
+        CLASSES[y] + "," + ",".join(repr(float(p)) for p in row)
+        for y, row in zip(labels, probs, strict=True)]
+    path = tmp_path / "mac.csv"
+    path.write_bytes(("\r".join(lines) + "\r").encode())
+    assert path.stat().st_size > 2 * readers.CSV_RANGE_BYTES
+    report = score([str(path)])
+    assert report.rows.read == 800
+    assert report.scores.cross_entropy == pytest.approx(log_loss(labels, probs, labels=[0, 1, 2]), rel=RTOL)
+    no_line_end = tmp_path / "one_line.csv"
+    no_line_end.write_bytes(b"x" * 100_000)
+    searched.clear()
+    assert len(readers._header_line(Source(str(no_line_end), no_line_end.name, "csv"))) == 100_000
+    assert sum(searched) <= 2 * 100_000
+
+
 def test_csv_header_longer_than_a_block(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A header line longer than the block the column types are inferred from, and longer than

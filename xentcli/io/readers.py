@@ -71,17 +71,32 @@ def _csv_parse_options(source: Source, ragged: RaggedRows | None = None, lines: 
 
 
 def _header_line(source: Source) -> bytes:
-    """The first line of a text file (decompressed), with its newline; the whole of it when it
-    has none (at most MAX_HEADER_BYTES)."""
-    head = b""
+    """The first line of a text file (decompressed) with its line end, which is \\n, \\r\\n or a
+    lone \\r as pyarrow reads them; the whole of it when it has none (at most MAX_HEADER_BYTES).
+    Each read is searched once: a file without a line end is read in linear time."""
+    head = bytearray()
     with pa.input_stream(source.path, compression="detect") as stream:
-        while b"\n" not in head and len(head) < MAX_HEADER_BYTES:
+        while len(head) < MAX_HEADER_BYTES:
             more = stream.read(HEADER_READ_BYTES)
             if not more:
                 break
+            start = max(len(head) - 1, 0)  # a \r that ended the last read may open a \r\n
             head += more
-    end = head.find(b"\n")
-    return head if end < 0 else head[: end + 1]
+            end = _line_end(head, start)
+            if end is not None:
+                return bytes(head[:end])
+    return bytes(head)
+
+
+def _line_end(data: bytearray, start: int) -> int | None:
+    """Where the first line that ends at or after ``start`` ends (just past its line end); None
+    when no line end is there yet, or a \\r is the last byte (a \\n may follow)."""
+    lf, cr = data.find(b"\n", start), data.find(b"\r", start)
+    if cr < 0 or 0 <= lf < cr:
+        return None if lf < 0 else lf + 1
+    if cr + 1 == len(data):
+        return None
+    return cr + 2 if data[cr + 1] == ord("\n") else cr + 1
 
 
 def _first_block_bytes(head: bytes) -> int:
@@ -493,12 +508,14 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
 
 
 def _splittable(source: Source) -> bool:
-    """Large enough to be worth parallel parsing, plain bytes on disk (not compressed), and on a
-    file system that can map it (see :func:`_parallel_csv`); else pyarrow's streaming reader
-    reads it, serially."""
+    """Large enough to be worth parallel parsing, plain bytes on disk (not compressed), on a
+    file system that can map it, and with lines that end in \\n, where the ranges are cut (see
+    :func:`_parallel_csv`); else pyarrow's streaming reader reads it, serially (a file whose
+    lines end in a lone \\r, as on classic Mac OS, too)."""
     if source.path.lower().endswith(COMPRESSIONS):
         return False
-    return os.path.getsize(source.path) > 2 * CSV_RANGE_BYTES and _mappable(source.path)
+    return (os.path.getsize(source.path) > 2 * CSV_RANGE_BYTES and _mappable(source.path)
+            and _header_line(source).endswith(b"\n"))
 
 
 def _mappable(path: str) -> bool:
