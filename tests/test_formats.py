@@ -919,6 +919,56 @@ def test_a_large_csv_with_lone_cr_line_ends_is_read_whole(tmp_path: Path,
     assert sum(searched) <= 2 * 100_000
 
 
+@pytest.mark.parametrize("kind", ["large", "large, a ragged row", "compressed"])
+def test_quoted_values_that_span_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """A text column whose quoted values hold line ends. A large CSV's ranges, cut at line ends,
+    may cut such a value: both halves of its row then have the wrong number of fields, which a
+    serial parse does not find, and the file is read again serially (it was an internal error,
+    IndexError; a range that did not parse was "parser got out of sync"). pyarrow's streaming
+    reader cuts its own blocks between rows (``newlines_in_values``). A real ragged row is still
+    reported at its row and line. Oracles: scikit-learn's ``log_loss`` (rtol 1e-9); the line,
+    counted by hand."""
+    from xentcli.io import readers
+
+    monkeypatch.setattr(readers, "CSV_RANGE_BYTES", 2048)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 4096)
+    serial = []
+    iter_batches = readers.iter_batches
+    monkeypatch.setattr(readers, "iter_batches",
+                        lambda *a, **k: serial.append(k.get("serially")) or iter_batches(*a, **k))
+    rng = np.random.default_rng(4)
+    n = 600
+    probs = softmax(rng.normal(size=(n, 3)), axis=1)
+    labels = rng.integers(0, 3, n)
+    lines = ["note,label," + ",".join(PRED_COLUMNS)] + [
+        f'"row {i}\nsaid ""{i}"", more",{CLASSES[labels[i]]},' + ",".join(repr(float(p)) for p in probs[i])
+        for i in range(n)]
+    if kind == "large, a ragged row":
+        lines.insert(301, '"row 300\nof four",cat,0.5,0.5')  # data row 301, from line 602
+    text = "\n".join(lines) + "\n"
+    if kind == "compressed":
+        path = tmp_path / "notes.csv.gz"
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path = tmp_path / "notes.csv"
+        path.write_text(text)
+        assert path.stat().st_size > 2 * readers.CSV_RANGE_BYTES
+    if kind == "large, a ragged row":
+        result = run_cli(capsys, "score", path)
+        assert result.code == 3, result.err
+        assert "row 301 (line 602)" in result.err_lines()[0], result.err
+        result = run_cli(capsys, "score", path, "--on-invalid", "skip", "-f", "json")
+        assert result.report["rows"]["skipped_by_reason"] == {"ragged_row": 1}
+    else:
+        result = run_cli(capsys, "score", path, "-f", "json")
+    assert result.code == 0, result.err
+    assert result.report["rows"]["scored"] == n
+    expected = log_loss(labels, probs, labels=[0, 1, 2])
+    assert result.report["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
+    assert (True in serial) == (kind != "compressed")  # the large file was read again serially
+
+
 def test_csv_header_longer_than_a_block(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A header line longer than the block the column types are inferred from, and longer than

@@ -227,3 +227,21 @@ def test_group_values_that_read_the_same_are_one_group(tmp_path: Path, capsys: C
             assert groups[name]["rows"] == len(rows)
             expected = log_loss(labels[rows], probs[rows], labels=[0, 1])
             assert groups[name]["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
+
+
+@pytest.mark.parametrize("bad", ["a,1.5,0.1", "a,0.9,0.1,9"])
+@pytest.mark.parametrize("layout", ["blank lines", "a value over two lines"])
+def test_a_bad_row_is_located_on_its_line(tmp_path: Path, capsys: Capture, bad: str, layout: str) -> None:
+    """Rows are not lines when empty lines (which pyarrow skips, and does not count) or a quoted
+    value over two lines come before a bad row: a value out of range and a ragged row were both
+    said to be on the line of their row number plus one (line 3 here), or the row number of an
+    empty line. Oracle: the written lines, counted by hand."""
+    if layout == "blank lines":
+        lines = ["", "label,p_a,p_b", "", "a,0.9,0.1", "", bad, "b,0.2,0.8"]
+    else:
+        lines = ["label,p_a,p_b,note", 'a,0.9,0.1,"two', 'lines"', bad + ",x", "b,0.2,0.8,y"]
+    path = write_csv(tmp_path / "located.csv", lines)
+    line = lines.index(bad if layout == "blank lines" else bad + ",x") + 1
+    result = run_cli(capsys, "score", path, "--pred", "p_a,p_b")
+    assert result.code == 3, result.err
+    assert f"row 2 (line {line})" in result.err_lines()[0], result.err

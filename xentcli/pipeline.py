@@ -187,12 +187,13 @@ def _quote_as_written(shown: list[tuple[Source, CellProblem]], chunk_rows: int,
 
 
 def _with_lines(shown: list[tuple[Source, CellProblem]]) -> list[tuple[Source, CellProblem]]:
-    """Text files: the line each bad row starts on, read from the file (error path only)."""
+    """Text files: the line each bad row starts on, read from the file (error path only). A
+    ragged row's too: pyarrow numbers the rows it refuses by record, not by line, which differ
+    once a quoted value spans lines."""
     out = list(shown)
-    for source in {s for s, p in shown if p.line is not None and p.reason != "ragged_row"}:
+    for source in {s for s, p in shown if p.line is not None}:
         lines = readers.record_lines(source, {p.row for s, p in shown if s == source})
-        out = [(s, replace(p, line=lines.get(p.row, p.line)) if s == source
-                and p.reason != "ragged_row" else p) for s, p in out]
+        out = [(s, replace(p, line=lines.get(p.row, p.line)) if s == source else p) for s, p in out]
     return out
 
 

@@ -242,13 +242,15 @@ def _read_ahead(items: Iterator[Chunk]) -> Iterator[Chunk]:
                 thread.join(0.05)
 
 
-def _file_chunks(run: Run, source: Source, text_mode: bool, ragged: readers.RaggedRows) -> Iterator[Chunk]:
+def _file_chunks(run: Run, source: Source, mode: str, ragged: readers.RaggedRows) -> Iterator[Chunk]:
+    """The file's blocks, decoded; ``mode``: "fast" (a large CSV in ranges), "serial" or "text"
+    (see :func:`score_source`)."""
     layout = run.layout
-    if text_mode:
+    if mode == "text":
         batches = readers.iter_csv_text(source, layout.columns, run.chunk_rows, ragged)
     else:
-        batches = readers.iter_batches(source, layout.columns, layout.csv_types(),
-                                       run.chunk_rows, ragged, layout.key_columns)
+        batches = readers.iter_batches(source, layout.columns, layout.csv_types(), run.chunk_rows,
+                                       ragged, layout.key_columns, serially=mode == "serial")
     first_row = 1
     ring = [np.empty((len(layout.pred_columns), run.chunk_rows)) for _ in range(BUFFERS)]
     for j, batch in enumerate(batches):
@@ -279,22 +281,37 @@ def _validate(run: Run, chunk: Chunk) -> None:
 
 def score_source(run: Run, source: Source) -> None:
     """Score one file into ``run``. A CSV whose cells pyarrow refused is read again as text, so
-    that every bad cell is located and handled like any other invalid value."""
-    for text_mode in (False, True):
+    that every bad cell is located and handled like any other invalid value. A large CSV read
+    in ranges is read again serially when a range does not parse, or when its ranges had rows
+    with the wrong number of fields that a serial parse does not find: a range was cut inside a
+    quoted value that spans lines (both halves of such a row have the wrong number of fields)."""
+    mode = "fast"
+    while True:
         tally = Tally(run.new_accumulator())
         ragged = readers.RaggedRows()
+        in_ranges = mode == "fast" and source.format in ("csv", "tsv") and not readers.streams_csv(source)
         try:
-            chunks = _file_chunks(run, source, text_mode, ragged)
+            chunks = _file_chunks(run, source, mode, ragged)
             # pyarrow's streaming CSV reader reads ahead on its own threads, and must not be
             # iterated from ours (see readers.streams_csv)
-            for chunk in chunks if readers.streams_csv(source, text_mode) else _read_ahead(chunks):
+            for chunk in chunks if readers.streams_csv(source, mode != "fast") else _read_ahead(chunks):
                 _score_chunk(run, tally, chunk)
         except pa.ArrowInvalid as exc:
-            if text_mode or source.format not in ("csv", "tsv") or "conversion error" not in str(exc):
-                raise readers.unreadable(source, exc) from exc
-            continue
+            if source.format in ("csv", "tsv") and mode != "text" and "conversion error" in str(exc):
+                mode = "text"
+                continue
+            if in_ranges:
+                mode = "serial"  # whose error, if it has one, says where
+                continue
+            raise readers.unreadable(source, exc) from exc
         except (pa.ArrowException, OSError) as exc:
             raise readers.unreadable(source, exc) from exc
+        if ragged.count and not ragged.located:
+            located = readers.locate_ragged(source)
+            if located.count != ragged.count:
+                mode = "serial"
+                continue
+            ragged = located
         _add_ragged(run, tally, source, ragged)
         _merge_tally(run, tally)
         return
@@ -592,8 +609,6 @@ def _add_ragged(run: Run, tally: Tally, source: Source, ragged: readers.RaggedRo
         return
     tally.problems.add({"ragged_row": ragged.count})
     tally.rows_read += ragged.count
-    if not ragged.located:
-        ragged = readers.locate_ragged(source)
     # pyarrow drops a ragged row, so later rows arrive numbered one lower: remember where they were
     run.ragged_rows[source.name] = sorted(line - 1 for line in ragged.lines if line is not None)
     for line, want, got, text in ragged.rows[:MAX_PROBLEMS_SHOWN]:

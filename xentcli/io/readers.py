@@ -62,12 +62,17 @@ class RaggedRows:
 def _csv_parse_options(source: Source, ragged: RaggedRows | None = None, lines: bool = True,
                        ) -> pacsv.ParseOptions:
     """``lines=False`` for a piece of a file split for parallel parsing, where pyarrow numbers
-    lines from the piece's start: the ragged rows are counted, their lines found later."""
+    lines from the piece's start: the ragged rows are counted, their lines found later.
+
+    A quoted value may span lines (``newlines_in_values``): without it, pyarrow cuts its blocks
+    at the last line end of each, even inside quotes, and fails ("parser got out of sync")
+    wherever a cut lands in such a value; with it, it cuts between rows, at no cost measured
+    (2M rows, one thread: 0.81 s either way)."""
     import pyarrow.csv as pacsv
 
     delimiter = "\t" if source.format == "tsv" else ","
     handler = None if ragged is None else ragged.located_handler if lines else ragged.handler
-    return pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler)
+    return pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler, newlines_in_values=True)
 
 
 def _header_line(source: Source) -> bytes:
@@ -526,14 +531,15 @@ def _mappable(path: str) -> bool:
     return True
 
 
-def streams_csv(source: Source, as_text: bool = False) -> bool:
+def streams_csv(source: Source, serially: bool = False) -> bool:
     """Is the file read through pyarrow's streaming CSV reader (a small or compressed CSV, or any
-    CSV read again as text)? Iterated from a Python thread of ours, that reader left the
+    CSV read ``serially``: again as text, or again because its ranges were cut inside quoted
+    values, see ``stream.score_source``)? Iterated from a Python thread of ours, that reader left the
     interpreter to abort at exit ("terminate called without an active exception", SIGABRT) in 4
     of 200 runs of a script that scored a small CSV, and in 23% of a loop of the reader alone;
     iterated from the thread that calls :func:`xentcli.score`, in none of 650 (pyarrow 26). The
     parallel CSV ranges, Parquet and JSON did not abort from our thread."""
-    return source.format in ("csv", "tsv") and (as_text or not _splittable(source))
+    return source.format in ("csv", "tsv") and (serially or not _splittable(source))
 
 
 def iter_batches(
@@ -543,12 +549,14 @@ def iter_batches(
     chunk_rows: int,
     ragged: RaggedRows,
     dictionary_columns: Sequence[str] = (),
+    serially: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of ``columns`` of at most ``chunk_rows`` rows. For CSV/TSV, ``column_types``
     fixes how cells convert; other formats keep their own types. Parquet text columns named in
     ``dictionary_columns`` arrive dictionary-encoded, as stored: labels are then mapped once per
-    distinct value instead of once per row."""
-    if source.format in ("csv", "tsv") and _splittable(source):
+    distinct value instead of once per row. ``serially``: a large CSV through the streaming
+    reader too, not in ranges."""
+    if source.format in ("csv", "tsv") and not serially and _splittable(source):
         batches: Iterator[pa.RecordBatch] = _parallel_csv(source, column_types, columns, ragged)
     elif source.format in ("csv", "tsv"):
         batches = iter(_open_csv(source, column_types, columns, ragged))
@@ -586,13 +594,14 @@ def record_lines(source: Source, rows: set[int]) -> dict[int, int]:
     with pa.input_stream(source.path, compression="detect") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
         reader = csv.reader(text, delimiter="\t" if source.format == "tsv" else ",")
-        next(reader, None)  # the header
-        start = reader.line_num + 1
-        for row, _record in enumerate(reader, start=1):
-            if row in wanted:
-                found[row] = start
-                if len(found) == len(wanted):
-                    break
+        row, start = -1, 1  # the header is row 0
+        for record in reader:
+            if record:  # an empty line is no row for pyarrow, which skips it (nor the header)
+                row += 1
+                if row in wanted:
+                    found[row] = start
+                    if len(found) == len(wanted):
+                        break
             start = reader.line_num + 1
     return found
 
