@@ -191,10 +191,12 @@ def _parallel_csv(
     ragged: RaggedRows,
 ) -> Iterator[pa.RecordBatch]:
     """An uncompressed CSV parsed as byte ranges split at line ends, two at a time on a thread pool,
-    yielded in file order (a streaming reader parses serially). Like pyarrow's own block
-    splitting, this assumes no newline inside a quoted value. Ragged rows are counted here; their
-    line numbers are found afterwards by a serial pass (see ``locate_ragged``). The first block's
-    rows, parsed already to infer the types, are mostly not parsed again (see :func:`_parsed_head`).
+    yielded in file order (a streaming reader parses serially). A cut may land inside a quoted
+    value that spans lines: the rows on either side then have the wrong number of fields (or
+    the range does not parse), and ``stream.score_source`` reads the file again serially. Ragged
+    rows are counted here; their line numbers are found afterwards by a serial pass (see
+    ``locate_ragged``). The first block's rows, parsed already to infer the types, are mostly
+    not parsed again (see :func:`_parsed_head`).
 
     The ranges are parsed from a memory map of the file: read into fresh 8 MiB buffers instead,
     each range cost page faults and a copy (2M rows: ~0.04 s more CPU, ~0.03 s later). As with
