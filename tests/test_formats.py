@@ -900,18 +900,13 @@ def test_a_large_csv_with_lone_cr_line_ends_is_read_whole(tmp_path: Path,
     line_end = readers._line_end
     monkeypatch.setattr(readers, "_line_end",
                         lambda data, start: searched.append(len(data) - start) or line_end(data, start))
-    rng = np.random.default_rng(9)
-    probs = softmax(rng.normal(size=(800, 3)), axis=1)
-    labels = rng.integers(0, 3, 800)
-    lines = ["label," + ",".join(PRED_COLUMNS)] + [
-        CLASSES[y] + "," + ",".join(repr(float(p)) for p in row)
-        for y, row in zip(labels, probs, strict=True)]
+    data = make_data(800, seed=9)
     path = tmp_path / "mac.csv"
-    path.write_bytes(("\r".join(lines) + "\r").encode())
+    path.write_bytes(data.text().replace("\n", "\r").encode())
     assert path.stat().st_size > 2 * readers.CSV_RANGE_BYTES
     report = score([str(path)])
     assert report.rows.read == 800
-    assert report.scores.cross_entropy == pytest.approx(log_loss(labels, probs, labels=[0, 1, 2]), rel=RTOL)
+    assert report.scores.cross_entropy == pytest.approx(sklearn_ce(data), rel=RTOL)
     no_line_end = tmp_path / "one_line.csv"
     no_line_end.write_bytes(b"x" * 100_000)
     searched.clear()
