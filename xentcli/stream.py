@@ -289,19 +289,20 @@ def score_source(run: Run, source: Source) -> None:
     while True:
         tally = Tally(run.new_accumulator())
         ragged = readers.RaggedRows()
-        in_ranges = mode == "fast" and source.format in ("csv", "tsv") and not readers.streams_csv(source)
+        # pyarrow's streaming CSV reader reads ahead on its own threads, and must not be
+        # iterated from ours (see readers.streams_csv)
+        streams = readers.streams_csv(source, serially=mode != "fast")
+        in_ranges = source.format in ("csv", "tsv") and not streams
         try:
             chunks = _file_chunks(run, source, mode, ragged)
-            # pyarrow's streaming CSV reader reads ahead on its own threads, and must not be
-            # iterated from ours (see readers.streams_csv)
-            for chunk in chunks if readers.streams_csv(source, mode != "fast") else _read_ahead(chunks):
+            for chunk in chunks if streams else _read_ahead(chunks):
                 _score_chunk(run, tally, chunk)
         except pa.ArrowInvalid as exc:
             if source.format in ("csv", "tsv") and mode != "text" and "conversion error" in str(exc):
                 mode = "text"
                 continue
             if in_ranges:
-                mode = "serial"  # whose error, if it has one, says where
+                mode = "serial"  # which reads the file, or says where it cannot
                 continue
             raise readers.unreadable(source, exc) from exc
         except (pa.ArrowException, OSError) as exc:
