@@ -159,12 +159,6 @@ def _column_names(source: Source, head: bytes) -> list[str]:
     return pacsv.open_csv(pa.BufferReader(head), parse_options=_csv_parse_options(source)).schema.names
 
 
-def _read_range(path: str, piece: tuple[int, int]) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(piece[0])
-        return f.read(piece[1])
-
-
 def _map_file(path: str) -> mmap.mmap:
     with open(path, "rb") as f:
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -205,9 +199,7 @@ def _parallel_csv(
 
     import pyarrow.csv as pacsv
 
-    head = _header_line(source)
-    if not head.endswith(b"\n"):
-        return
+    head = _header_line(source)  # it ends in \n (see _splittable)
     names = _column_names(source, head)
     # two blocks per range: ~36k rows each instead of pyarrow's default 1 MiB blocks (~9k rows),
     # which cost the scoring thread a block's fixed overhead four times as often; never less than
@@ -441,9 +433,10 @@ def _schema_of_halves(source: Source) -> pa.Schema | None:
     if not head.endswith(b"\n"):
         return None
     size = _first_block_bytes(head)
-    block = _read_range(source.path, (0, size))
-    end = len(block) if len(block) < size else max(block.rfind(b"\n"), block.rfind(b"\r")) + 1
-    middle = block.find(b"\n", (len(head) + end) // 2, end - 1) + 1
+    mapped = _map_file(source.path)  # the halves are parsed from it, not from copies
+    length = min(size, len(mapped))
+    end = length if length < size else max(mapped.rfind(b"\n", 0, length), mapped.rfind(b"\r", 0, length)) + 1
+    middle = mapped.find(b"\n", (len(head) + end) // 2, end - 1) + 1
     if middle <= len(head):
         return None
     ragged = RaggedRows()
@@ -452,16 +445,17 @@ def _schema_of_halves(source: Source) -> pa.Schema | None:
     # (see _parsed_head); the schema names them as text, which is what pyarrow infers
     convert.auto_dict_encode, convert.auto_dict_max_cardinality = True, 2**31 - 1
 
-    def infer(data: bytes, column_names: list[str]) -> pa.Table:
-        read = pacsv.ReadOptions(column_names=column_names, use_threads=False, block_size=len(data) + 1)
-        return pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=parse,
-                              convert_options=convert)
+    view = memoryview(mapped)
+
+    def infer(start: int, stop: int, column_names: list[str]) -> pa.Table:
+        read = pacsv.ReadOptions(column_names=column_names, use_threads=False, block_size=stop - start + 1)
+        return pacsv.read_csv(pa.BufferReader(pa.py_buffer(view[start:stop])), read_options=read,
+                              parse_options=parse, convert_options=convert)
 
     try:
         names = _column_names(source, head)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xent-csv") as pool:
-            halves = [pool.submit(infer, block[len(head) : middle], names),
-                      pool.submit(infer, block[middle:end], names)]
+            halves = [pool.submit(infer, len(head), middle, names), pool.submit(infer, middle, end, names)]
             first, second = (half.result() for half in halves)
     except pa.ArrowInvalid:
         return None
