@@ -772,6 +772,9 @@ class Goal:
     limit: float
     limit_text: str
     status: str  # PASS, MISS or n/a
+    # a time ratio's value over each side's fastest run instead of its median: what the two
+    # compare at in the machine's quietest moments (information; the status is the median's)
+    fastest: float | None = None
 
 
 def goal(text: str, value: float | None, limit: float, fmt: Callable[[float], str]) -> Goal:
@@ -800,6 +803,11 @@ def wall_median(runs: Sequence[Run], name: str) -> float | None:
     return statistics.median(r.wall_s for r in rs) if rs else None
 
 
+def wall_min(runs: Sequence[Run], name: str) -> float | None:
+    rs = all_ok(runs, name)
+    return min(r.wall_s for r in rs) if rs else None
+
+
 def peak_rss_bytes(runs: Sequence[Run], name: str) -> float | None:
     rs = all_ok(runs, name)
     return max(r.maxrss_kib for r in rs) * 1024.0 if rs else None
@@ -813,9 +821,10 @@ def file_goals(fb: FileBench) -> list[Goal]:
     fmt = file_format(fb.target.path)
     where = f"{fmt} {fb.target.rows:,} rows"
     limits = CSV_RATIO_LIMITS if fmt == "csv" else PARQUET_RATIO_LIMITS
-    xent = wall_median(fb.runs, "xent")
+    xent, xent_fastest = wall_median(fb.runs, "xent"), wall_min(fb.runs, "xent")
     goals = [
-        goal(f"{where}: xent <= {limit:.1f}x {name}", ratio(xent, wall_median(fb.runs, name)), limit, times)
+        replace(goal(f"{where}: xent <= {limit:.1f}x {name}", ratio(xent, wall_median(fb.runs, name)),
+                     limit, times), fastest=ratio(xent_fastest, wall_min(fb.runs, name)))
         for name, limit in limits.items()
     ]
     if fb.target.rows != TARGET_ROWS[fmt]:  # the speed targets are stated for one size
@@ -873,10 +882,15 @@ def print_goals(goals: Sequence[Goal]) -> None:
     if not goals:
         print("(nothing measured)")
         return
-    rows = [(g.target, g.measured, g.limit_text, g.status) for g in goals]
-    print_table([("target", "measured", "limit", "result"), *rows])
+    rows = [(g.target, g.measured, "-" if g.fastest is None else times(g.fastest), g.limit_text, g.status)
+            for g in goals]
+    print_table([("target", "measured", "fastest", "limit", "result"), *rows])
     counts = {s: sum(g.status == s for g in goals) for s in ("PASS", "MISS", "n/a", "info")}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if any(g.fastest is not None for g in goals):
+        print("measured: the ratio of the medians, which decides the result; fastest: the same\n"
+              "  ratio over each one's fastest run, for information: how the two compare when the\n"
+              "  machine is quiet (the medians also reflect how much each suffers when it is not).")
     sys.stdout.flush()
 
 
