@@ -777,11 +777,12 @@ class Goal:
     fastest: float | None = None
 
 
-def goal(text: str, value: float | None, limit: float, fmt: Callable[[float], str]) -> Goal:
+def goal(text: str, value: float | None, limit: float, fmt: Callable[[float], str],
+         fastest: float | None = None) -> Goal:
     """A target row: PASS when ``value <= limit``; n/a when there is no value."""
     status = "n/a" if value is None else ("PASS" if value <= limit else "MISS")
     measured = "n/a" if value is None else fmt(value)
-    return Goal(text, value, measured, limit, fmt(limit), status)
+    return Goal(text, value, measured, limit, fmt(limit), status, fastest)
 
 
 def times(x: float) -> str:
@@ -823,8 +824,8 @@ def file_goals(fb: FileBench) -> list[Goal]:
     limits = CSV_RATIO_LIMITS if fmt == "csv" else PARQUET_RATIO_LIMITS
     xent, xent_fastest = wall_median(fb.runs, "xent"), wall_min(fb.runs, "xent")
     goals = [
-        replace(goal(f"{where}: xent <= {limit:.1f}x {name}", ratio(xent, wall_median(fb.runs, name)),
-                     limit, times), fastest=ratio(xent_fastest, wall_min(fb.runs, name)))
+        goal(f"{where}: xent <= {limit:.1f}x {name}", ratio(xent, wall_median(fb.runs, name)), limit,
+             times, fastest=ratio(xent_fastest, wall_min(fb.runs, name)))
         for name, limit in limits.items()
     ]
     if fb.target.rows != TARGET_ROWS[fmt]:  # the speed targets are stated for one size
