@@ -888,45 +888,6 @@ def test_clipping_decided_per_block_with_skipped_rows(tmp_path: Path, eps: float
         assert report["rows"]["clipped"] == 0
 
 
-FLOAT_TYPES = [np.float16, np.float32, np.float64]
-
-
-@given(st.sampled_from(FLOAT_TYPES), st.integers(1, 4), st.integers(1, 40), st.data())
-@settings(max_examples=300, deadline=None)
-def test_unit_bounds_are_min_and_max_or_nothing(dtype: type, n_columns: int, n_rows: int,
-                                                data: st.DataObject) -> None:
-    """The reader's range test on the bits of float columns. Oracle: NumPy's min and max on the
-    values, and "every value in [0, 1]" tested as floats, over values drawn among the edges
-    (±0, subnormals, 1 and its neighbours, inf, NaN) and anything else the type holds."""
-    from xentcli.core.validate import unit_bounds
-
-    info = np.finfo(dtype)
-    edges = [0.0, -0.0, 1.0, float(np.nextafter(dtype(1), dtype(2))), float(np.nextafter(dtype(1), dtype(0))),
-             float(info.smallest_subnormal), -float(info.smallest_subnormal), float(info.tiny), 0.5,
-             math.inf, -math.inf, math.nan, -1.0, 2.0]
-    value = st.one_of(st.sampled_from(edges), st.floats(width=np.dtype(dtype).itemsize * 8),
-                      st.floats(0, 1, width=np.dtype(dtype).itemsize * 8))
-    columns = [np.array(data.draw(st.lists(value, min_size=n_rows, max_size=n_rows)), dtype=dtype)
-               for _ in range(n_columns)]
-    stacked = np.stack(columns)
-    in_unit = bool(np.all((stacked >= 0) & (stacked <= 1) & ~np.signbit(stacked)))
-    got = unit_bounds(columns)
-    if not in_unit:
-        assert got is None
-    else:
-        assert got == (float(stacked.min()), float(stacked.max()))
-
-
-def test_unit_bounds_of_sliced_columns() -> None:
-    """Columns that are views into the middle of a buffer (an Arrow slice) and an empty block."""
-    from xentcli.core.validate import unit_bounds
-
-    base = np.array([2.0, 0.25, 0.5, -1.0], dtype=np.float32)
-    assert unit_bounds([base[1:3], base[1:2]]) == (0.25, 0.5)
-    assert unit_bounds([base[:2]]) is None
-    assert unit_bounds([base[:0]]) is None
-
-
 @given(st.integers(1, 4), st.integers(1, 30), st.sampled_from([0.0, 1e-12, 1e-3, 0.25, 0.75]),
        st.booleans(), st.booleans(), st.data())
 @settings(max_examples=400, deadline=None)

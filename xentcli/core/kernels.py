@@ -136,6 +136,7 @@ def row_pred_entropy(pred: LogProbs) -> Floats:
 
 
 _ROW_NUMBERS = np.arange(0)
+_ONES = np.ones(0)
 
 
 def _row_numbers(n_rows: int) -> Ints:
@@ -144,6 +145,14 @@ def _row_numbers(n_rows: int) -> Ints:
     if _ROW_NUMBERS.size < n_rows:
         _ROW_NUMBERS = np.arange(n_rows)
     return _ROW_NUMBERS[:n_rows]
+
+
+def _ones(n_rows: int) -> Floats:
+    """n_rows ones, from a cache that grows to the largest block seen."""
+    global _ONES
+    if _ONES.size < n_rows:
+        _ONES = np.ones(n_rows)
+    return _ONES[:n_rows]
 
 
 def pick(block: npt.NDArray[Any], labels: Ints) -> npt.NDArray[Any]:
@@ -209,7 +218,9 @@ def hard_label_stats(pred: LogProbs, labels: Ints, weights: Floats | None,
         counts = _count(slots, 2 * n_classes)
         class_correct = counts[n_classes:]
         support = counts[:n_classes] + class_correct
-        weight_sum, pred_sum = float(n_rows), pred.probs.sum(axis=1)
+        # each class's sum as one matrix-vector product (BLAS), as with weights below: 11.5 ms
+        # per 10M rows of 10 classes, against 15 for probs.sum(axis=1) (a block in cache)
+        weight_sum, pred_sum = float(n_rows), pred.probs @ _ones(n_rows)
     else:
         loss, pred_entropy = loss * weights, pred_entropy * weights
         support = _bincount(labels, weights, n_classes)

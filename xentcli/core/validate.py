@@ -3,7 +3,6 @@ that a clean chunk costs a few passes and a dirty one is classified only where i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,28 +78,6 @@ def _sums_ok(sums: Floats, tol: Tolerance) -> bool:
     if tol.renormalize:
         return low > 0
     return abs(low - 1.0) <= tol.sum_tol and abs(high - 1.0) <= tol.sum_tol
-
-
-def unit_bounds(columns: list[Column]) -> tuple[float, float] | None:
-    """(smallest, largest) value of a block given as one float array per class, when all of them
-    lie in [0, 1]; None when any does not (or is NaN), which :func:`check_rows` then sorts out.
-
-    Meant for the reader thread, before the block is copied to float64: each column's bits are
-    read as unsigned integers, whose order is that of the floats from +0.0 to +inf, while a
-    negative value (−0.0 included) or a NaN sorts above the bits of 1.0. So one integer max and
-    one min per column give both bounds, on the column's own 4 bytes a value for float32."""
-    low, high = math.inf, -math.inf
-    for column in columns:
-        if not column.size:
-            continue
-        one = np.array(1.0, dtype=column.dtype).view(f"u{column.dtype.itemsize}")
-        bits = column.view(one.dtype)
-        top = bits.max()
-        if top > one:
-            return None
-        low = min(low, float(bits.min().view(column.dtype)))
-        high = max(high, float(top.view(column.dtype)))
-    return (low, high) if low <= high else None
 
 
 def _distribution_codes(
