@@ -178,6 +178,38 @@ def test_sum_off_passes_with_renormalize(capsys: pytest.CaptureFixture[str], tmp
     assert report["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
 
 
+def test_target_sum_off_names_the_target_columns(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    """A soft-target row that does not sum to 1 is the targets' fault, not the predictions', and
+    --renormalize (which renormalizes predictions only) is not offered."""
+    path = write_csv(tmp_path / "soft.csv", ["t_a,t_b,q_a,q_b", "0.5,0.5,0.3,0.7", "0.5,0.6,0.3,0.7"])
+    for extra in ([], ["--renormalize"]):
+        result = run_cli(capsys, "score", path, "--target", "t_*", "--pred", "q_*", *extra)
+        err = check_data_error(result, path, row=2, line=3, column="t_a,t_b", value="1.1")
+        assert "q_a" not in err and "--renormalize" not in err
+
+
+def test_renormalize_of_a_zero_row(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], "dog,0,0,0"])
+    result = run_cli(capsys, "score", path, "--renormalize")
+    err = check_data_error(result, path, row=2, line=3, value="0.0")
+    assert "pass --renormalize" not in err and "renormalized" in err
+
+
+def test_weights_whose_sum_overflows(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Each weight is finite, but their sum is not: an error, not a mean of 0. Weights of 1e200
+    are fine and give scikit-learn's number."""
+    rows = ["label,p_a,p_b,w", "a,0.9,0.1,{w}", "b,0.5,0.5,{w}"]
+    huge = write_csv(tmp_path / "huge.csv", [r.format(w="1e308") for r in rows])
+    err = check_one_message(run_cli(capsys, "score", huge, "--weight", "w"), 3)
+    assert "huge.csv" in err and "weights add up to" in err and "RuntimeWarning" not in err
+    large = write_csv(tmp_path / "large.csv", [r.format(w="1e200") for r in rows])
+    result = run_cli(capsys, "score", large, "--weight", "w", "-f", "json")
+    assert result.code == 0, result.err
+    expected = log_loss([0, 1], [[0.9, 0.1], [0.5, 0.5]], sample_weight=[1e200, 1e200])
+    assert load_json(result.out)["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)
+
+
 # --------------------------------------------------------------------------------------------
 # Labels
 
@@ -186,6 +218,28 @@ def test_unknown_label(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], "cow,0.3,0.3,0.4", GOOD_ROWS[2]])
     result = run_cli(capsys, "score", path)
     check_data_error(result, path, row=2, line=3, column="label", value="'cow'")
+
+
+@pytest.mark.parametrize("positive", [None, "yes"])
+def test_unknown_binary_label_names_what_was_expected(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path, positive: str | None) -> None:
+    """One prediction column: the labels are 0/1 or true/false, or --positive and one other
+    value; the message says so, and points to --positive."""
+    path = write_csv(tmp_path / "yn.csv", ["y,p", "yes,0.8", "no,0.3", "maybe,0.5"])
+    args = [] if positive is None else ["--positive", positive]
+    err = check_data_error(run_cli(capsys, "score", path, *args), path, column="y")
+    if positive is None:
+        assert "expected 0/1 or true/false" in err and "--positive VALUE" in err
+    else:
+        assert re.search(r"\brow 3\b", err) and "'yes' (--positive) or one other value" in err
+
+
+def test_logits_read_as_probabilities_point_to_scale(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    logits = pa.array([[2.0, -1.0], [0.3, 0.7]], pa.list_(pa.float64()))
+    path = write_parquet(tmp_path / "l.parquet", {"label": [0, 1], "logits": logits})
+    err = check_data_error(run_cli(capsys, "score", path), path, row=1, column="logits")
+    assert "--scale logits" in err
 
 
 def test_missing_label_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -460,6 +460,20 @@ def test_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) 
         assert re.search(r"\b1,?234\b", rows_line), rows_line
 
 
+def test_inspect_directory_counts_every_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory is one dataset: inspect's row count is that of all its files."""
+    data = make_data(1000, seed=8)
+    table = data.table()
+    (tmp_path / "ds").mkdir()
+    for i, (start, stop) in enumerate([(0, 350), (350, 800), (800, 1000)]):
+        pq.write_table(table.slice(start, stop - start), tmp_path / "ds" / f"part-{i}.parquet")
+    result = run_cli(capsys, "inspect", tmp_path / "ds")
+    assert result.code == 0, result.err
+    rows_line = next(line for line in result.out.splitlines() if line.strip().startswith("rows"))
+    assert re.search(r"\b1,000\b", rows_line), rows_line
+    assert "3 files" in result.out
+
+
 # --------------------------------------------------------------------------------------------
 # A large CSV is parsed as byte ranges on two threads
 

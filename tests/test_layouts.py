@@ -253,6 +253,44 @@ def test_soft_targets_one_hot_equal_hard_labels(tmp_path: Path) -> None:
     assert_reports_agree(b, a, rel=1e-12)
 
 
+def test_soft_target_columns_pair_with_predictions_by_class(tmp_path: Path) -> None:
+    """A glob lists columns in file order: targets written in another order than the predictions
+    (t_bird, t_cat, t_dog beside q_cat, q_dog, q_bird) are still paired class with class."""
+    rng = np.random.default_rng(23)
+    p = rng.dirichlet(np.ones(3), size=N_ROWS)
+    q = softmax(random_logits(rng, N_ROWS, 3), axis=1)
+    shuffled = ("bird", "cat", "dog")
+    columns = {**{f"t_{c}": p[:, CLASSES.index(c)] for c in shuffled}, **wide("q_", q)}
+    path = write_parquet(tmp_path / "soft.parquet", columns)
+    report = run(path, target="t_*", pred="q_*")
+    assert report["layout"]["target_columns"] == [f"t_{c}" for c in CLASSES]
+    assert report["metrics"]["cross_entropy"] == pytest.approx(-xlogy(p, q).sum(axis=1).mean(), rel=RTOL)
+    assert report["metrics"]["kl_divergence"] == pytest.approx(rel_entr(p, q).sum(axis=1).mean(), rel=RTOL)
+    for k, entry in enumerate(report["per_class"]):
+        assert entry["class"] == CLASSES[k]
+        assert entry["support"] == pytest.approx(p[:, k].sum(), rel=RTOL)
+    # --classes reorders both lists together, still class with class
+    ordered = run(path, target="t_*", pred="q_*", classes=list(shuffled))
+    assert [e["class"] for e in ordered["per_class"]] == list(shuffled)
+    assert ordered["metrics"]["cross_entropy"] == pytest.approx(report["metrics"]["cross_entropy"], rel=SAME)
+    for entry in ordered["per_class"]:
+        assert entry["support"] == pytest.approx(p[:, CLASSES.index(entry["class"])].sum(), rel=RTOL)
+
+
+def test_targets_that_name_other_classes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Target and prediction columns whose class parts differ cannot be paired by a glob (an
+    error, exit 3); named one by one, they pair in the order given."""
+    rng = np.random.default_rng(29)
+    p = rng.dirichlet(np.ones(3), size=N_ROWS)
+    q = softmax(random_logits(rng, N_ROWS, 3), axis=1)
+    path = write_parquet(tmp_path / "soft.parquet", {**wide("t_", p, ("x", "y", "z")), **wide("q_", q)})
+    result = run_cli(capsys, "score", path, "--target", "t_*", "--pred", "q_*")
+    assert result.code == 3 and result.out == ""
+    assert "name different classes" in result.err and "--target t_x,t_y,t_z" in result.err
+    report = run(path, target="t_x,t_y,t_z", pred="q_cat,q_dog,q_bird")
+    assert report["metrics"]["cross_entropy"] == pytest.approx(-xlogy(p, q).sum(axis=1).mean(), rel=RTOL)
+
+
 # --------------------------------------------------------------------------------------------
 # Weights
 
@@ -347,15 +385,18 @@ def test_binary_01_labels_one_column(tmp_path: Path) -> None:
         assert report["per_class"][1]["mean_pred"] == pytest.approx(p.mean(), rel=RTOL)
 
 
-@pytest.mark.parametrize("kind", ["parquet-bool", "csv-text"])
+@pytest.mark.parametrize("kind", ["parquet-bool", "csv-text", "csv-pandas"])
 def test_binary_true_false_labels(tmp_path: Path, kind: str) -> None:
+    """true/false labels: a Parquet bool column, or text; pandas writes True/False to a CSV."""
     rng = np.random.default_rng(12)
     y = rng.integers(0, 2, size=N_ROWS).astype(bool)
     p = rng.uniform(0.02, 0.98, size=N_ROWS)
     if kind == "parquet-bool":
         path = write_parquet(tmp_path / "b.parquet", {"label": pa.array(y, pa.bool_()), "p_yes": p})
-    else:
+    elif kind == "csv-text":
         path = write_csv(tmp_path / "b.csv", {"label": ["true" if v else "false" for v in y], "p_yes": p})
+    else:
+        path = write_csv(tmp_path / "b.csv", {"label": [str(bool(v)) for v in y], "p_yes": p})
     report = run(path)
     assert report["layout"]["classes"] == ["false", "true"]
     assert report["metrics"]["cross_entropy"] == pytest.approx(
@@ -389,6 +430,15 @@ def test_binary_positive_with_a_third_label_is_an_error(
     assert result.code == 3, result.err
     assert "maybe" in result.err
     assert "row 5" in result.err
+
+
+def test_prior_entropy_of_a_single_class_is_zero_not_minus_zero(tmp_path: Path) -> None:
+    """scipy's entropy of [1] is 0.0; JSON must not say -0.0 (nor the table -0.0000)."""
+    path = write_csv(tmp_path / "one.csv", {"label": ["cat", "cat"], "p_cat": [0.9, 0.6],
+                                            "p_dog": [0.1, 0.4]})
+    prior = run(path)["metrics"]["prior_entropy"]
+    assert prior == float(entropy([1.0])) == 0.0
+    assert math.copysign(1.0, prior) == 1.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,6 +571,24 @@ def test_multilabel_is_the_mean_of_binary_log_losses(tmp_path: Path) -> None:
         assert entry["support"] == float(y[:, k].sum())
         assert entry["accuracy"] == pytest.approx(hits[:, k].mean(), rel=RTOL)
         assert entry["mean_pred"] == pytest.approx(p[:, k].mean(), rel=RTOL)
+
+
+def test_multilabel_columns_pair_by_label(tmp_path: Path) -> None:
+    """Each prediction is scored against the 0/1 column of its own label, whatever the order of
+    the columns in the file (here the targets are written in reverse)."""
+    rng = np.random.default_rng(31)
+    names = ("a", "b", "c")
+    y = (rng.random((N_ROWS, len(names))) < [0.2, 0.5, 0.8]).astype(np.int64)
+    p = 1.0 / (1.0 + np.exp(-rng.normal(scale=2.0, size=(N_ROWS, len(names)))))
+    columns = {**{f"y_{n}": y[:, k] for k, n in reversed(list(enumerate(names)))}, **wide("p_", p, names)}
+    path = write_parquet(tmp_path / "ml.parquet", columns)
+    report = run(path, multilabel=True, target="y_*", pred="p_*")
+    per_label = [float(log_loss(y[:, k], p[:, k], labels=[0, 1])) for k in range(len(names))]
+    assert report["metrics"]["cross_entropy"] == pytest.approx(np.mean(per_label), rel=RTOL)
+    for k, entry in enumerate(report["per_class"]):
+        assert entry["class"] == names[k]
+        assert entry["cross_entropy"] == pytest.approx(per_label[k], rel=RTOL)
+        assert entry["support"] == float(y[:, k].sum())
 
 
 # --------------------------------------------------------------------------------------------

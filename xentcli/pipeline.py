@@ -21,6 +21,9 @@ from xentcli.report.model import GroupReport, Report, RowCounts, WorstRow
 from xentcli.stream import RowSink, Run, StreamSettings, renumber, score_source
 
 DEFAULT_CHUNK_ROWS = 65_536
+# Weights may be any finite number >= 0, but a sum of them times a loss must stay finite: a
+# total weight below this leaves room for losses up to ~1e8 (a clipped log loss is at most 36).
+MAX_WEIGHT_SUM = 1e300
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ def _raise_invalid(run: Run, options: ScoreOptions, sources: Sequence[Source]) -
     if run.ragged_rows:
         renumber(run)
     problems.shown = _with_lines(problems.shown)
-    raise problems.error({s.name: i for i, s in enumerate(sources)})
+    raise problems.error({s.name: i for i, s in enumerate(sources)}, run.layout, options.renormalize)
 
 
 def _report(run: Run, options: ScoreOptions, sources: Sequence[Source]) -> Report:
@@ -217,6 +220,7 @@ def _report(run: Run, options: ScoreOptions, sources: Sequence[Source]) -> Repor
     names = ", ".join(s.name for s in sources)
     if tally.rows_read == 0:
         raise DataError(f"{names}: no data rows (empty or header only)", "the input holds no predictions")
+    _check_weight_sum(tally.total.weight_sum, names)
     scores = tally.total.finalize(options.base)
     if scores.rows == 0:
         raise DataError(f"{names}: all {tally.rows_read} rows were invalid and skipped; nothing to score",
@@ -240,6 +244,16 @@ def _report(run: Run, options: ScoreOptions, sources: Sequence[Source]) -> Repor
         worst=_worst(run, options.base),
         warnings=warnings,
     )
+
+
+def _check_weight_sum(weight_sum: float, names: str) -> None:
+    """Every weight is finite, but their sum, and the sums of weighted losses, must stay so too."""
+    if weight_sum < MAX_WEIGHT_SUM:
+        return
+    total = "more than a float64 holds" if math.isinf(weight_sum) else f"{weight_sum:.3g}"
+    raise DataError(f"{names}: the weights add up to {total}, so the sums of weighted losses "
+                    f"overflow (the limit is {MAX_WEIGHT_SUM:g})",
+                    "scale the weights down: only their ratios change the metrics")
 
 
 def _groups(run: Run, base: str) -> list[GroupReport]:
@@ -269,9 +283,14 @@ def _layout_dict(layout: Layout, classes: Sequence[str]) -> dict[str, Any]:
 
 
 def inspect_layout(path: str, options: ScoreOptions) -> tuple[Source, pa.Schema, Layout, int | None]:
-    """What ``xent inspect`` shows: the detected layout of one file and its row count."""
+    """What ``xent inspect`` shows: the detected layout of one file (or of a directory's Parquet
+    files, read as one dataset) and its row count."""
     options.check()
     with ExitStack() as stack:
-        source = resolve_sources([path], options.input_format, stack)[0]
-        layout, schema, _ = _setup([source], options)
-        return source, schema, layout, readers.count_rows(source)
+        sources = resolve_sources([path], options.input_format, stack)
+        layout, schema, _ = _setup(sources, options)
+        counts = [readers.count_rows(source) for source in sources]
+        rows = None if None in counts else sum(c for c in counts if c is not None)
+        if len(sources) == 1:
+            return sources[0], schema, layout, rows
+        return replace(sources[0], name=f"{path} ({len(sources)} files)"), schema, layout, rows

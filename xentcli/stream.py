@@ -131,23 +131,43 @@ class Problems:
         self.add(other.by_reason)
         self.shown.extend(other.shown)
 
-    def error(self, file_order: dict[str, int]) -> InvalidRowsError:
+    def error(self, file_order: dict[str, int], layout: Layout, renormalize: bool) -> InvalidRowsError:
         """The error for the first few problems in file and row order."""
         shown = sorted(self.shown, key=lambda item: (file_order.get(item[0].name, 0), item[1].row))
         shown = shown[:MAX_PROBLEMS_SHOWN]
         files = list(dict.fromkeys(s.name for s, _ in shown))
         problems = [p if len(files) == 1 else replace(p, file=s.name) for s, p in shown]
-        return InvalidRowsError(", ".join(files), problems, self.count, _hint(shown[0][1].reason),
-                                dict(self.by_reason))
+        return InvalidRowsError(", ".join(files), problems, self.count,
+                                _hint(shown[0][1], layout, renormalize), dict(self.by_reason))
 
 
-def _hint(reason: str) -> str:
-    hints = {
-        "sum_off": "fix the model's output, raise --sum-tol, or pass --renormalize",
-        "unknown_label": "check the class names (xent inspect FILE), or pass --classes",
-        "ragged_row": "check the quoting and delimiter of that line",
-    }
-    return hints.get(reason, "fix the file, or pass --on-invalid skip to drop and count such rows")
+def _hint(problem: CellProblem, layout: Layout, renormalize: bool) -> str:
+    """What to do about the first problem shown (the flags that can help, never one already given)."""
+    skip = "fix the file, or pass --on-invalid skip to drop and count such rows"
+    if problem.reason == "sum_off":
+        if layout.target_columns is not None and problem.column in _joined(layout.target_columns):
+            return "each row of the --target columns must sum to 1 (within --sum-tol); " + skip
+        if renormalize:
+            return "a row of scores that sum to 0 cannot be renormalized; " + skip
+        return "fix the model's output, raise --sum-tol, or pass --renormalize"
+    if problem.reason == "unknown_label":
+        if layout.binary and layout.positive is None:
+            return ("with one prediction column the labels are 0/1 or true/false; for other "
+                    "values, name the positive one with --positive VALUE")
+        if layout.binary:
+            return "a binary file has two label values: --positive and one other"
+        return "check the class names (xent inspect FILE), or pass --classes"
+    if problem.reason == "ragged_row":
+        return "check the quoting and delimiter of that line"
+    if problem.reason == "out_of_range" and layout.scale == "probs" and any(
+            "logit" in c.lower() for c in layout.pred_columns):
+        return "for logits, pass --scale logits; or " + skip
+    return skip
+
+
+def _joined(columns: Sequence[str]) -> tuple[str, str]:
+    """How a message names a row of several columns: all of them, or the first of many."""
+    return ",".join(columns), columns[0]
 
 
 @dataclass
@@ -410,7 +430,8 @@ def _record_problems(run: Run, tally: Tally, chunk: Chunk, codes: validate.Codes
     tally.problems.add(validate.reason_counts(codes))
     room = MAX_PROBLEMS_SHOWN - sum(p.reason != "ragged_row" for _, p in tally.problems.shown)
     for row in np.flatnonzero(codes)[: max(room, 0)]:
-        problem = describe_problem(run.layout, chunk, int(row), int(codes[row]), run.settings.renormalize)
+        problem = describe_problem(run.layout, chunk, int(row), int(codes[row]), run.settings.renormalize,
+                                   run.settings.sum_tol)
         tally.problems.shown.append((chunk.source, problem))
 
 
@@ -444,27 +465,53 @@ def _bad_cell(code: int, value: Any, low: float, high: float) -> bool:
     return code == validate.OUT_OF_RANGE and not low <= number <= high
 
 
+def _expected_label(layout: Layout) -> str:
+    if layout.binary and layout.positive is not None:
+        return f"{escape_value(layout.positive)} (--positive) or one other value"
+    if layout.binary and not layout.classes:
+        return "0/1 or true/false"
+    if not layout.classes:
+        return "one of the classes"
+    more = ", ..." if len(layout.classes) > 10 else ""
+    return f"one of the classes ({one_of(layout.classes[:10])}{more})"
+
+
+def _sum_problem(layout: Layout, chunk: Chunk, row: int, sum_tol: float, renormalize: bool,
+                 ) -> CellProblem:
+    """A row whose sum is off: its prediction columns, or its --target columns when the
+    predictions are fine and the targets are not (targets are never renormalized)."""
+    file_row = chunk.first_row + row
+    line = file_row + 1 if chunk.source.format in ("csv", "tsv") else None
+    values = chunk.decoded.preds[:, row]
+    if layout.scale == "logprobs":
+        values = np.exp(values)
+    total = float(values.sum()) if not layout.binary else math.nan
+    preds_ok = total > 0 if renormalize else abs(total - 1.0) <= sum_tol
+    targets = chunk.decoded.targets
+    if targets is not None and layout.target_columns is not None and preds_ok:
+        target_total = float(targets[:, row].sum())
+        column = _joined(layout.target_columns)[0 if len(layout.target_columns) < 6 else 1]
+        return CellProblem(file_row, column, f"sum {target_total!r}", "sum_off",
+                           "target values that sum to 1 (within --sum-tol)", line)
+    column = _joined(layout.pred_columns)[0 if len(layout.pred_columns) < 6 else 1]
+    expected = "a row sum above 0, to renormalize by" if renormalize else "a row sum within --sum-tol of 1"
+    return CellProblem(file_row, column, f"sum {total!r}", "sum_off", expected, line)
+
+
 def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormalize: bool = False,
-                     ) -> CellProblem:
+                     sum_tol: float = 1e-3) -> CellProblem:
     """Locate a bad row's reason in a column and quote the cell as it was in the file."""
     reason, expected = validate.REASONS[code]
     file_row = chunk.first_row + row
     line = file_row + 1 if chunk.source.format in ("csv", "tsv") else None
     if code in (validate.MISSING_LABEL, validate.UNKNOWN_LABEL) and layout.label_column:
         column = layout.label_column
-        if code == validate.UNKNOWN_LABEL and layout.classes:
-            more = ", ..." if len(layout.classes) > 10 else ""
-            expected = f"one of the classes ({one_of(layout.classes[:10])}{more})"
+        if code == validate.UNKNOWN_LABEL:
+            expected = _expected_label(layout)
     elif code == validate.INVALID_WEIGHT and layout.weight_column:
         column = layout.weight_column
     elif code == validate.SUM_OFF:
-        column_values = chunk.decoded.preds[:, row]
-        if layout.scale == "logprobs":
-            column_values = np.exp(column_values)
-        total = float(column_values.sum()) if not layout.binary else math.nan
-        column = ",".join(layout.pred_columns) if len(layout.pred_columns) < 6 else layout.pred_columns[0]
-        return CellProblem(file_row, column, f"sum {total!r}", reason, "a row sum within --sum-tol of 1",
-                           line)
+        return _sum_problem(layout, chunk, row, sum_tol, renormalize)
     else:
         low, high = 0.0, validate.top_value(validate.Tolerance(renormalize=renormalize))
         if code == validate.OUT_OF_RANGE and layout.scale == "logprobs":

@@ -66,6 +66,10 @@ class Accumulator:
             raise ValueError("n_classes must be at least 1")
         self.stats = _zeros_stats(self.n_classes)
 
+    @property
+    def weight_sum(self) -> float:
+        return self.stats.weight_sum
+
     def update(
         self,
         preds: npt.ArrayLike,
@@ -224,7 +228,8 @@ def entropy_of(distribution: Floats) -> float:
     if total <= 0:
         return 0.0
     p = distribution[distribution > 0] / total
-    return max(float(-(p * np.log(p)).sum()), 0.0)  # a single class gives -0.0
+    value = float(-(p * np.log(p)).sum())
+    return value if value > 0 else 0.0  # a single class gives −0.0 (and max(−0.0, 0.0) is −0.0)
 
 
 def finalize_stats(stats: ChunkStats, base: str = "e") -> Scores:

@@ -227,8 +227,9 @@ class LabelMapper:
             return position if 0 <= position < len(self._index) else UNKNOWN
         if self.classes is None:
             return self._binary_code(text)
-        if self.layout.binary and self.layout.label_kind == "text" and text not in self._index:
-            return self._index.get(text.lower(), UNKNOWN)  # TRUE, True → true
+        if self.layout.binary and self.layout.label_kind != "integer" and text not in self._index:
+            # TRUE, True → true (a CSV column of True/False, as pandas writes it, is read as text)
+            return self._index.get(text.lower(), UNKNOWN)
         return self._index.get(text, UNKNOWN)
 
     def _binary_code(self, text: str) -> int:

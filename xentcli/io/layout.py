@@ -279,6 +279,8 @@ def _finish_layout(
     reasons: dict[str, tuple[str, str]],
 ) -> Layout:
     label_kind = _label_kind(schema.field(label).type) if label is not None else "text"
+    if target_columns is not None and not pred_is_list:
+        target_columns = _paired_targets(target_columns, preds, request)
     if request.classes is not None and not pred_is_list and len(preds) > 1:
         preds, target_columns = _in_class_order(request.classes, preds, target_columns)
     if request.multilabel and target_columns is None:
@@ -317,6 +319,29 @@ def _class_origin(request: LayoutRequest, binary: bool, pred_is_list: bool,
     if pred_is_list:
         return "positions 0..K-1 of the list column (name them with --classes)"
     return "from the prediction column names, any shared prefix stripped"
+
+
+def _is_glob(spec: str | None) -> bool:
+    return spec is not None and any(ch in spec for ch in "*?[")
+
+
+def _paired_targets(targets: tuple[str, ...], preds: list[str], request: LayoutRequest,
+                    ) -> tuple[str, ...]:
+    """The target columns in the order of the prediction columns, each paired with the
+    prediction of its class by name (``t_dog`` with ``p_dog``), never by position alone: a glob
+    lists columns in the file's order, which need not be the same for both. Columns whose names
+    do not pair up are taken in the order given only when both lists were given by name."""
+    if len(targets) != len(preds) or len(preds) < 2:
+        return targets  # a count mismatch is reported with the classes
+    target_names, pred_names = strip_shared_prefix(targets)[1], strip_shared_prefix(preds)[1]
+    if sorted(target_names) == sorted(pred_names) and len(set(pred_names)) == len(pred_names):
+        return tuple(targets[target_names.index(name)] for name in pred_names)
+    if request.pred is not None and not _is_glob(request.pred) and not _is_glob(request.target):
+        return targets
+    flags = f"--target {','.join(targets)} --pred {','.join(preds)}"
+    raise DataError(f"the target columns ({', '.join(target_names)}) and the prediction columns "
+                    f"({', '.join(pred_names)}) name different classes, so they cannot be paired "
+                    "by class", f"name both lists in matching order, e.g. {flags}")
 
 
 def _in_class_order(classes: Sequence[str], preds: list[str], targets: tuple[str, ...] | None,
