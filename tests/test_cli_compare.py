@@ -101,6 +101,24 @@ def test_pairing_by_id_ignores_row_order(tmp_path: Path, capsys: Capture) -> Non
     assert (code == 3 and "line up" in err) or "labels" in err
 
 
+def test_prediction_columns_in_another_order(tmp_path: Path, capsys: Capture) -> None:
+    """The new file's columns in another order (p_bird first) are the same classes: each model
+    against scikit-learn, per class by name."""
+    labels, weak, better = _models(600, 5)
+    base = _write(tmp_path / "base.parquet", labels, weak)
+    table = pq.read_table(_write(tmp_path / "tmp.parquet", labels, better))
+    new = tmp_path / "new.parquet"
+    pq.write_table(table.select(["label", "p_bird", "p_cat", "p_dog"]), new)
+    code, report, err = _compare(capsys, base, new, "--bootstrap", "0")
+    assert code == 0, err
+    ce = report["metrics"]["cross_entropy"]
+    assert ce["base"] == pytest.approx(_sk(labels, weak), rel=RTOL)
+    assert ce["new"] == pytest.approx(_sk(labels, better), rel=RTOL)
+    for entry in report["per_class"]:
+        k = CLASSES.index(entry["class"])
+        assert entry["mean_pred"]["new"] == pytest.approx(better[:, k].mean(), rel=RTOL)
+
+
 def test_rows_that_do_not_line_up(tmp_path: Path, capsys: Capture) -> None:
     labels, weak, better = _models(300, 6)
     base = _write(tmp_path / "base.parquet", labels, weak)

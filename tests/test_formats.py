@@ -234,6 +234,17 @@ def test_several_files_of_different_formats(tmp_path: Path, capsys: pytest.Captu
     assert_matches(score_json(capsys, first, second))
 
 
+def test_several_files_with_columns_in_another_order(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Columns are read by name: a second file that holds the same columns in another order
+    (as a pandas merge leaves them) is the same data."""
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(DATA.rows(0, 50).table(), first)
+    table = DATA.rows(50, N_ROWS).table()
+    pq.write_table(table.select(list(reversed(table.column_names))), second)
+    assert_matches(score_json(capsys, first, second))
+
+
 def _stdin_payload(kind: str) -> bytes:
     if kind == "csv":
         return DATA.text().encode("utf-8")

@@ -462,6 +462,26 @@ def test_classes_fix_the_order_of_wide_columns(tmp_path: Path) -> None:
         assert entry["cross_entropy"] == pytest.approx(-np.log(data.probs[rows, k]).mean(), rel=RTOL)
 
 
+def test_classes_may_keep_more_of_the_column_names(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path) -> None:
+    """p_new_york, p_new_jersey share the prefix p_new_, so the classes are york and jersey by
+    default; labels written new_york are then unknown, the hint gives the --classes that names
+    the columns as the labels do, and with it the file scores as scikit-learn does."""
+    data = hard_data(16, scale=1.0)
+    cities = ("new_york", "new_jersey", "new_hampshire")
+    path = write_csv(tmp_path / "ny.csv", {"label": [cities[k] for k in data.labels],
+                                           **wide("p_", data.probs, cities)})
+    result = run_cli(capsys, "score", path)
+    assert result.code == 3 and "pass --classes new_york,new_jersey,new_hampshire" in result.err
+    report = run(path, classes=["new_hampshire", "new_york", "new_jersey"])
+    assert report["layout"]["classes"] == ["new_hampshire", "new_york", "new_jersey"]
+    assert report["metrics"]["cross_entropy"] == pytest.approx(sk_ce(data.labels, data.probs), rel=RTOL)
+    by_class = {e["class"]: e for e in report["per_class"]}
+    for k, city in enumerate(cities):
+        assert by_class[city]["support"] == float((data.labels == k).sum())
+        assert by_class[city]["mean_pred"] == pytest.approx(data.probs[:, k].mean(), rel=RTOL)
+
+
 def test_classes_name_a_list_column(tmp_path: Path) -> None:
     data = hard_data(15)
     path = write_parquet(tmp_path / "list.parquet", {

@@ -267,22 +267,31 @@ def _diff(a: float | None, b: float | None) -> float | None:
 def compare(base_paths: Sequence[str], new_paths: Sequence[str], options: CompareOptions) -> CompareReport:
     """Score both inputs, pair their rows and bootstrap the differences."""
     options.check()
-    collected = []
-    reports = []
-    for paths in (base_paths, new_paths):
-        collector = RowCollector(options.score.eps, options.id_column)
-        score_options = options.score
-        if options.id_column is not None:
-            score_options = replace(score_options, layout=replace(score_options.layout, id=options.id_column))
-        reports.append(score(paths, score_options, row_sink=collector))
-        collected.append(collector.arrays())
-    base, new = collected
+    score_options = options.score
+    if options.id_column is not None:
+        score_options = replace(score_options, layout=replace(score_options.layout, id=options.id_column))
+    base_report, base = _scored(base_paths, score_options, options)
+    new_report, new = _scored(new_paths, score_options, options)
+    classes = base_report.classes
+    if new_report.classes != classes and sorted(new_report.classes) == sorted(classes):
+        # the same classes with the columns in another order: the new file in the base's order
+        in_order = replace(score_options, layout=replace(score_options.layout, classes=base_report.classes))
+        new_report, new = _scored(new_paths, in_order, options)
+    if new_report.classes != base_report.classes:
+        raise DataError(f"the two inputs have different classes ({', '.join(base_report.classes)} "
+                        f"against {', '.join(new_report.classes)})", "compare predictions of the same task")
     join = f"id:{options.id_column}" if options.id_column else "row order"
     base_order, new_order = _pair(base, new, join, (", ".join(base_paths), ", ".join(new_paths)))
     base, new = _in_order(base, base_order), _in_order(new, new_order)
-    if reports[0].classes != reports[1].classes:
-        raise DataError("the two inputs have different classes", "compare predictions of the same task")
-    return _assemble(reports[0], reports[1], base, new, options, join)
+    return _assemble(base_report, new_report, base, new, options, join)
+
+
+def _scored(paths: Sequence[str], score_options: ScoreOptions, options: CompareOptions,
+            ) -> tuple[Report, dict[str, npt.NDArray[Any]]]:
+    """One input's report and its valid rows' per-row values."""
+    collector = RowCollector(options.score.eps, options.id_column)
+    report = score(paths, score_options, row_sink=collector)
+    return report, collector.arrays()
 
 
 def _assemble(base_report: Report, new_report: Report, base: dict[str, Floats], new: dict[str, Floats],

@@ -86,9 +86,12 @@ def _layout_for(sources: Sequence[Source], options: ScoreOptions) -> tuple[Layou
         if missing:
             raise DataError(f"{other.name} lacks column {escape_value(missing[0])} that "
                             f"{sources[0].name} has", "score files with the same columns together")
-        if _resolve(other, options, other_schema)[0].pred_columns != layout.pred_columns:
-            raise DataError(f"{other.name} and {sources[0].name} have different prediction columns",
-                            "score files with the same schema together")
+        # columns are read by name: the same ones in another order are the same columns
+        other_preds = _resolve(other, options, other_schema)[0].pred_columns
+        if sorted(other_preds) != sorted(layout.pred_columns):
+            raise DataError(f"{other.name} and {sources[0].name} have different prediction columns "
+                            f"({', '.join(other_preds)} against {', '.join(layout.pred_columns)})",
+                            "score files with the same prediction columns together")
     return layout, schema
 
 

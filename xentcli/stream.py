@@ -33,7 +33,7 @@ from xentcli.core.multilabel import MultilabelAccumulator
 from xentcli.errors import CellProblem, InvalidRowsError, escape_value, one_of
 from xentcli.io import readers
 from xentcli.io.decode import Decoded, LabelMapper, decode, ints_or
-from xentcli.io.layout import Layout
+from xentcli.io.layout import Layout, class_namings
 from xentcli.io.sources import Source
 from xentcli.report.model import WorstRow
 
@@ -156,6 +156,10 @@ def _hint(problem: CellProblem, layout: Layout, renormalize: bool) -> str:
                     "values, name the positive one with --positive VALUE")
         if layout.binary:
             return "a binary file has two label values: --positive and one other"
+        if not layout.pred_is_list and len(layout.pred_columns) > 1:
+            for naming in class_namings(layout.pred_columns)[1:]:
+                if problem.value in {escape_value(name) for name in naming}:
+                    return f"the labels name the columns another way: pass --classes {','.join(naming)}"
         return "check the class names (xent inspect FILE), or pass --classes"
     if problem.reason == "ragged_row":
         return "check the quoting and delimiter of that line"

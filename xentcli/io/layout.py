@@ -113,6 +113,20 @@ def strip_shared_prefix(names: Sequence[str]) -> tuple[str, list[str]]:
     return prefix, [n[len(prefix):] for n in names]
 
 
+def class_namings(names: Sequence[str]) -> list[list[str]]:
+    """Every way to name classes after columns: each shared prefix that ends in one of
+    ``_ - . :`` cut off, the longest first (the default naming), then the names as they are.
+    ``p_new_york, p_new_jersey`` can be ``york, jersey``, ``new_york, new_jersey`` or themselves."""
+    namings = []
+    common = os.path.commonprefix(list(names)) if len(names) > 1 else ""
+    cuts = sorted({i + 1 for i, ch in enumerate(common) if ch in SEPARATORS}, reverse=True)
+    for cut in cuts:
+        if all(len(n) > cut for n in names):
+            namings.append([n[cut:] for n in names])
+    namings.append(list(names))
+    return namings
+
+
 def _missing_column(name: str, schema: pa.Schema, flag: str) -> DataError:
     close = difflib.get_close_matches(name, schema.names, n=3)
     hint = f"did you mean {one_of(close)}?" if close else f"the columns are {one_of(schema.names[:20])}"
@@ -347,11 +361,14 @@ def _paired_targets(targets: tuple[str, ...], preds: list[str], request: LayoutR
 def _in_class_order(classes: Sequence[str], preds: list[str], targets: tuple[str, ...] | None,
                     ) -> tuple[list[str], tuple[str, ...] | None]:
     """Wide columns reordered so that column k holds class ``classes[k]``: --classes fixes the
-    order, matching each name to a column by its class part (never renaming by position)."""
-    names = strip_shared_prefix(preds)[1]
-    if len(classes) != len(preds) or sorted(classes) != sorted(names):
+    order, matching each name to a column by its class part (never renaming by position). The
+    class part may be any of :func:`class_namings`: ``new_york`` names ``p_new_york`` as well
+    as ``york`` does."""
+    namings = class_namings(preds)
+    names = next((n for n in namings if sorted(n) == sorted(classes)), None)
+    if names is None or len(set(names)) != len(names):
         raise DataError(f"--classes {','.join(classes)} does not match the prediction columns' classes "
-                        f"({', '.join(names)})",
+                        f"({', '.join(strip_shared_prefix(preds)[1])})",
                         "for one column per class, --classes lists those classes in the order you "
                         "want (to rename classes, rename the columns)")
     order = [names.index(c) for c in classes]
