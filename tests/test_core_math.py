@@ -1021,3 +1021,38 @@ def test_dense_group_keys_are_numpy_unique(values: list[int], space: int) -> Non
     want_unique, want_inverse = np.unique(keys, return_inverse=True)
     np.testing.assert_array_equal(unique, want_unique)
     np.testing.assert_array_equal(inverse, want_inverse.reshape(-1))
+
+
+# ---------------------------------------------------------------- the Python API's batches
+
+
+BAD_BATCHES = [
+    pytest.param({"labels": [-1, 0]}, "outside 0..2", id="ignore-index"),
+    pytest.param({"labels": [0, 3]}, "outside 0..2", id="label-too-large"),
+    pytest.param({"labels": [0.0, 1.0]}, "integer class indices", id="float-labels"),
+    pytest.param({"labels": [0, 1], "scale_preds": 1.2}, "sum_off", id="rows-sum-to-1.2"),
+    pytest.param({"labels": [0, 1], "nan_row": True}, "not_finite", id="nan"),
+    pytest.param({"labels": [0, 1], "weights": [1.0, -1.0]}, "invalid_weight", id="negative-weight"),
+]
+
+
+@pytest.mark.parametrize(("batch", "message"), BAD_BATCHES)
+def test_update_refuses_an_invalid_batch_and_adds_nothing(batch: dict[str, Any], message: str) -> None:
+    """Accumulator.update checks a batch as the CLI checks rows: a bad one raises DataError and
+    leaves the state as it was (here: one good batch, scored as scikit-learn does)."""
+    from xentcli.errors import DataError
+
+    good = np.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
+    acc = Accumulator(3)
+    acc.update(good, labels=np.array([0, 2]))
+    preds = good * batch.get("scale_preds", 1.0)
+    if batch.get("nan_row"):
+        preds = preds.copy()
+        preds[1] = np.nan
+    weights = batch.get("weights")
+    with pytest.raises(DataError, match=message):
+        acc.update(preds, labels=np.array(batch["labels"]),
+                   weights=None if weights is None else np.array(weights))
+    expected = log_loss([0, 2], good, labels=[0, 1, 2])
+    assert acc.finalize().cross_entropy == pytest.approx(expected, rel=1e-12)
+    assert acc.finalize().rows == 2

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from xentcli.core import kernels
+from xentcli.core import kernels, validate
 from xentcli.core.kernels import ChunkStats, Floats
 
 Scale = Literal["probs", "logits", "logprobs"]
@@ -78,11 +78,18 @@ class Accumulator:
         weights: npt.ArrayLike | None = None,
     ) -> None:
         """Add a batch. ``preds`` (rows, classes) in this accumulator's scale; exactly one of
-        ``labels`` (rows,) class indices or ``targets`` (rows, classes) distributions."""
+        ``labels`` (rows,) class indices or ``targets`` (rows, classes) distributions.
+
+        The batch is checked as the CLI checks rows (finite values; probabilities in [0, 1] whose
+        rows sum to 1 within 1e-3; labels 0 .. K − 1; weights finite and ≥ 0): a batch with an
+        invalid row raises :class:`~xentcli.errors.DataError` naming it, and nothing of it is
+        added."""
         pred_cm = np.asarray(preds, dtype=np.float64).T
         target_cm = None if targets is None else np.asarray(targets, dtype=np.float64).T
-        label_idx = None if labels is None else np.asarray(labels, dtype=np.intp)
+        label_idx = None if labels is None else validate.label_indices(labels, pred_cm.shape[-1],
+                                                                       self.n_classes)
         weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
+        validate.check_batch(pred_cm, self.scale, label_idx, target_cm, weight_arr)
         self.update_class_major(self.log_probs(pred_cm), label_idx, target_cm, weight_arr)
 
     def log_probs(self, preds: Floats, low: float | None = None) -> kernels.LogProbs:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from xentcli.core import validate
 from xentcli.core.accumulator import (
     DEFAULT_EPS,
     Accumulator,
@@ -44,10 +45,13 @@ class MultilabelAccumulator:
     def update(
         self, preds: npt.ArrayLike, targets: npt.ArrayLike, weights: npt.ArrayLike | None = None
     ) -> None:
-        """Add a batch: ``preds`` and ``targets`` are (rows, labels)."""
+        """Add a batch: ``preds`` and ``targets`` are (rows, labels), each checked as the CLI
+        checks rows (see :meth:`Accumulator.update`; no row sums here)."""
         weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
-        self.update_columns(np.asarray(preds, dtype=np.float64).T,
-                            np.asarray(targets, dtype=np.float64).T, weight_arr)
+        pred_cm = np.asarray(preds, dtype=np.float64).T
+        target_cm = np.asarray(targets, dtype=np.float64).T
+        validate.check_batch(pred_cm, self.scale, None, target_cm, weight_arr, check_sums=False)
+        self.update_columns(pred_cm, target_cm, weight_arr)
 
     def merge(self, other: MultilabelAccumulator) -> MultilabelAccumulator:
         merged = MultilabelAccumulator(self.n_classes, self.eps, self.scale)

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from xentcli.core.kernels import Floats
+from xentcli.errors import DataError
 
 Mask = npt.NDArray[np.bool_]
 Codes = npt.NDArray[np.uint8]
@@ -181,3 +182,41 @@ def reason_counts(codes: Codes) -> dict[str, int]:
     """{reason key: rows} for the non-zero codes."""
     counts = np.bincount(codes, minlength=len(REASONS) + 1)
     return {REASONS[c][0]: int(counts[c]) for c in REASONS if counts[c]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API's batches (Accumulator.update): the CLI's rules, with its default --sum-tol
+
+API_SUM_TOL = 1e-3
+
+
+def label_indices(labels: npt.ArrayLike, n_rows: int, n_classes: int) -> npt.NDArray[np.intp]:
+    """Labels given to ``update`` as class indices, checked: integers in 0 .. n_classes − 1, one
+    per row (a negative index would otherwise count as a class from the end)."""
+    raw = np.asarray(labels)
+    if raw.shape != (n_rows,):
+        raise DataError(f"labels: expected {n_rows} class indices (one per row), got shape {raw.shape}")
+    if raw.size and raw.dtype.kind not in "iu":
+        raise DataError(f"labels: expected integer class indices 0..{n_classes - 1}, got {raw.dtype}",
+                        "map class names to their indices first")
+    bad = np.flatnonzero((raw < 0) | (raw >= n_classes))
+    if bad.size:
+        raise DataError(f"labels: {bad.size} outside 0..{n_classes - 1}; first at row index "
+                        f"{bad[0]}: {raw[bad[0]]}",
+                        "drop the rows to ignore (an ignore index such as -100) before update")
+    return raw.astype(np.intp, copy=False)
+
+
+def check_batch(preds: Floats, scale: str, labels: npt.NDArray[np.intp] | None, targets: Floats | None,
+                weights: Floats | None, check_sums: bool = True) -> None:
+    """Refuse a batch given to ``update`` (class-major) that has an invalid row, as the CLI's
+    default ``--on-invalid error`` does: nothing of it is added."""
+    codes = check_rows(preds, None, scale, labels, targets, None, weights, None,
+                       Tolerance(API_SUM_TOL, False, check_sums))
+    if codes is None:
+        return
+    bad = np.flatnonzero(codes)
+    reason, expected = REASONS[int(codes[bad[0]])]
+    raise DataError(f"{bad.size} invalid row{'s' if bad.size > 1 else ''} in the batch; first at row "
+                    f"index {bad[0]} ({reason}): expected {expected}",
+                    "drop or fix such rows before update (nothing of this batch was added)")
