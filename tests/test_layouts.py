@@ -194,6 +194,24 @@ def test_binary_logits_of_1e4_give_a_finite_exact_loss(tmp_path: Path) -> None:
     assert report["per_class"][1]["cross_entropy"] == pytest.approx((1e4 + math.log(2.0)) / 3, rel=1e-15)
 
 
+def test_confident_logits_keep_their_tiny_losses(tmp_path: Path) -> None:
+    """A row whose true logit leads by 40 has a loss of log(1 + 2e^-40) ≈ 8.5e-18, not 0: the
+    per-class loss shares are those of these tiny losses (oracle: log1p of the closed form)."""
+    logits = np.array([[40.0, 0.0, 0.0], [0.0, 42.0, 0.0], [0.0, 0.0, 45.0]])
+    path = write_csv(tmp_path / "sure.csv", {"label": list(CLASSES), **wide("z_", logits)})
+    report = run(path, scale="logits")
+    losses = np.log1p(2.0 * np.exp(-np.array([40.0, 42.0, 45.0])))
+    assert report["metrics"]["cross_entropy"] == pytest.approx(losses.mean(), rel=1e-13)
+    for k, entry in enumerate(report["per_class"]):
+        assert entry["cross_entropy"] == pytest.approx(losses[k], rel=1e-13)
+        assert entry["loss_share"] == pytest.approx(losses[k] / losses.sum(), rel=1e-13)
+    binary = write_csv(tmp_path / "sure_binary.csv", {"label": ["false", "true"], "logit": [-35.0, 30.0]})
+    per_row = np.log1p(np.exp(-np.array([35.0, 30.0])))  # −log(1 − σ(−35)), −log σ(30)
+    report = run(binary, scale="logits")
+    assert report["metrics"]["cross_entropy"] == pytest.approx(per_row.mean(), rel=1e-13)
+    assert report["per_class"][0]["loss_share"] == pytest.approx(per_row[0] / per_row.sum(), rel=1e-13)
+
+
 def test_logprobs_used_exactly(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     log_q = log_softmax(random_logits(rng, N_ROWS, 3, scale=6.0), axis=1)
@@ -239,6 +257,30 @@ def test_soft_targets_vs_scipy(tmp_path: Path) -> None:
         assert entry["support"] == pytest.approx(support, rel=RTOL)
         assert entry["cross_entropy"] == pytest.approx(-xlogy(p[:, k], q[:, k]).sum() / support, rel=RTOL)
         assert entry["kl_divergence"] == pytest.approx(rel_entr(p[:, k], q[:, k]).sum() / support, rel=RTOL)
+
+
+def test_soft_target_mass_far_below_q(tmp_path: Path) -> None:
+    """A class whose target mass is tiny next to q: its per-class KL is Σ p·log(p/q) / support,
+    about log(p/q) here, to 1e-12 (the p ≈ q form of the terms left an ulp of q, all of it
+    after dividing by a support of 1e-18)."""
+    p = np.array([[1.0 - 1e-12, 1e-12, 0.0], [1.0, 1e-18, 0.0], [0.5, 1e-300, 0.5]])
+    q = np.array([[0.7, 0.3, 0.0], [0.6, 0.3, 0.1], [0.3, 0.3, 0.4]])
+    path = write_csv(tmp_path / "tiny.csv", {**wide("t_", p), **wide("q_", q)})
+    report = run(path, target="t_*", pred="q_*")
+    for k, entry in enumerate(report["per_class"]):
+        kl = rel_entr(p[:, k], q[:, k]).sum() / p[:, k].sum()
+        assert entry["kl_divergence"] == pytest.approx(kl, rel=1e-12), entry["class"]
+    assert report["metrics"]["kl_divergence"] == pytest.approx(rel_entr(p, q).sum(axis=1).mean(), rel=1e-12)
+
+
+def test_prior_entropy_when_a_class_share_underflows(tmp_path: Path) -> None:
+    """p̄ of class c is 5e-324 / 2, which is 0 in float64: H(p̄) is that of the other two
+    classes (scipy), not 0 and not NaN."""
+    p = np.array([[0.5, 0.5, 5e-324], [0.2, 0.8, 0.0]])
+    q = np.array([[0.3, 0.3, 0.4], [0.3, 0.3, 0.4]])
+    path = write_csv(tmp_path / "sub.csv", {**wide("t_", p), **wide("q_", q)})
+    report = run(path, target="t_*", pred="q_*")
+    assert report["metrics"]["prior_entropy"] == pytest.approx(float(entropy(p.mean(axis=0))), rel=1e-12)
 
 
 def test_soft_targets_one_hot_equal_hard_labels(tmp_path: Path) -> None:

@@ -234,7 +234,8 @@ def entropy_of(distribution: Floats) -> float:
     total = float(distribution.sum())
     if total <= 0:
         return 0.0
-    p = distribution[distribution > 0] / total
+    p = distribution / total
+    p = p[p > 0]  # after the division: a subnormal share can become 0 there, and 0·log 0 = 0
     value = float(-(p * np.log(p)).sum())
     return value if value > 0 else 0.0  # a single class gives −0.0 (and max(−0.0, 0.0) is −0.0)
 

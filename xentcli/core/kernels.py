@@ -95,8 +95,12 @@ def from_logits(logits: Floats) -> LogProbs:
     """Stable log-softmax over classes (max subtracted). A binary file's single logit x arrives
     as the pair [0, x], whose log-softmax is [log(1 − σ(x)), log σ(x)]."""
     shifted = logits - logits.max(axis=0)
-    log_norm = np.log(np.exp(shifted).sum(axis=0))
-    log_probs = shifted - log_norm
+    # log Σ exp(shifted) as log1p of the sum without one top term, which is exactly 1: added to
+    # that 1 first, the others' sum would lose its digits (a confident row's loss of 1e-20 → 0)
+    at_top = shifted == 0
+    rest = np.where(at_top, 0.0, np.exp(shifted)).sum(axis=0)
+    rest += np.count_nonzero(at_top, axis=0) - 1  # ties at the top: each is another 1
+    log_probs = shifted - np.log1p(rest)
     return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)
 
 
@@ -324,8 +328,10 @@ def rel_entr_terms(targets: Floats, pred: LogProbs, eps: float) -> Floats:
 
     With d = p − q and t = d/q: p·log(p/q) = q·g(t) + d, where g(t) = (1+t)·log1p(t) − t ≥ 0 is
     second order in t and evaluated by its series near 0. The row sum Σ q·g(t) is then a sum of
-    non-negative terms, and Σ d is exactly 1 − Σq for normalised targets. For exact logs the same
-    idea runs on δ = log p − log q: p·δ = p·h(δ) + (p − q), h(δ) = δ − 1 + e^−δ.
+    non-negative terms, and Σ d is exactly 1 − Σq for normalised targets. Where p < q/2 the
+    terms are p·log(p/q) as written: the form above would lose p's digits to q's there. For
+    exact logs the same idea runs on δ = log p − log q: p·δ = p·h(δ) + (p − q), h(δ) = δ − 1 +
+    e^−δ (and p·δ as written where |δ| ≥ 1).
     """
     positive = targets > 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -338,6 +344,10 @@ def rel_entr_terms(targets: Floats, pred: LogProbs, eps: float) -> Floats:
             q = np.maximum(pred.probs, eps) if eps > 0 else pred.probs
             d = targets - q
             terms = q * _g(d / q) + d
+            # where p < q/2 the two parts cancel (q·g → q and d → −q as p/q → 0) and leave an
+            # error of an ulp of q, while p·log(p/q) is not near 0 there and is exact enough
+            far_below = targets < 0.5 * q
+            terms = np.where(far_below, targets * np.log(np.where(far_below, targets / q, 1.0)), terms)
             terms = np.where(positive & (q == 0), np.inf, terms)
     return np.where(positive, terms, 0.0)
 
