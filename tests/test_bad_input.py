@@ -490,7 +490,10 @@ def test_skip_everything_is_an_error(capsys: pytest.CaptureFixture[str], tmp_pat
 
 @pytest.mark.parametrize("args", [["--format", "xml"], ["--base", "3"], ["--eps", "-1"],
                                   ["--eps=-1"], ["--no-such-flag"], ["--on-invalid", "drop"],
-                                  ["--chunk-rows", "0"], ["--precision", "-1"]],
+                                  ["--chunk-rows", "0"], ["--precision", "-1"],
+                                  # flags that do nothing for this file are refused, not ignored
+                                  ["--positive", "cat"], ["--renormalize", "--scale", "logits"],
+                                  ["--label", "label", "--target", "p_*"]],
                          ids=lambda a: " ".join(a))
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                              args: list[str]) -> None:

@@ -483,6 +483,25 @@ def test_prior_entropy_of_a_single_class_is_zero_not_minus_zero(tmp_path: Path) 
     assert math.copysign(1.0, prior) == 1.0
 
 
+def test_pandas_index_is_not_a_prediction(tmp_path: Path) -> None:
+    """A filtered DataFrame written with to_parquet keeps its index as __index_level_0__ (and a
+    named index under its name): neither is a probability column."""
+    import pandas as pd
+
+    data = hard_data(17)
+    frame = pd.DataFrame({"label": [CLASSES[k] for k in data.labels],
+                          **{c: data.probs[:, k] for k, c in enumerate(CLASSES)}})
+    kept = frame[frame["cat"] > 0.05]
+    rows = kept.index.to_numpy()
+    kept.to_parquet(tmp_path / "filtered.parquet")
+    kept.rename_axis("row").to_parquet(tmp_path / "named.parquet")
+    for name in ("filtered.parquet", "named.parquet"):
+        report = run(tmp_path / name)
+        assert report["layout"]["pred_columns"] == list(CLASSES)
+        assert report["metrics"]["cross_entropy"] == pytest.approx(
+            sk_ce(data.labels[rows], data.probs[rows]), rel=RTOL)
+
+
 # --------------------------------------------------------------------------------------------
 # Classes
 
@@ -795,6 +814,19 @@ def test_worst_rows(tmp_path: Path, chunk_rows: int) -> None:
         assert entry["p_true"] == pytest.approx(p_true[i], rel=RTOL)
         assert entry["cross_entropy"] == pytest.approx(losses[i], rel=RTOL)
     assert [w["cross_entropy"] for w in worst] == sorted((w["cross_entropy"] for w in worst), reverse=True)
+
+
+def test_worst_rows_leave_out_zero_weights(tmp_path: Path) -> None:
+    """Zero weight ≡ a dropped row: the worst rows are the highest losses among weighted rows,
+    even where a zero-weight row has a higher loss."""
+    data = hard_data(27)
+    losses = -np.log(data.probs[np.arange(N_ROWS), data.labels])
+    weights = np.ones(N_ROWS)
+    weights[np.argsort(-losses)[:2]] = 0.0  # the two worst rows count for nothing
+    path = write_parquet(tmp_path / "w.parquet", {**hard_columns(data.labels, data.probs), "w": weights})
+    report = run(path, weight="w", worst=3)
+    top = [i for i in np.argsort(-losses) if weights[i] > 0][:3]
+    assert [w["row"] for w in report["worst"]] == [int(i) + 1 for i in top]
 
 
 def test_worst_rows_across_files_count_rows_per_file(tmp_path: Path) -> None:

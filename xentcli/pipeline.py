@@ -56,6 +56,12 @@ class ScoreOptions:
         if self.layout.scale not in ("probs", "logits", "logprobs"):
             raise UsageError(f"--scale {escape_value(self.layout.scale)}: expected probs, logits "
                              "or logprobs")
+        if self.renormalize and self.layout.scale != "probs":
+            raise UsageError(f"--renormalize divides rows of probabilities by their sum; with --scale "
+                             f"{self.layout.scale} there is nothing to renormalize")
+        if self.layout.label is not None and self.layout.target is not None:
+            raise UsageError("--label and --target both name the targets: give --label COL for hard "
+                             "labels or --target COLS for distributions")
 
     def signature(self) -> str:
         """The settings that change the numbers, sacrebleu-style."""

@@ -614,9 +614,12 @@ def _update_worst(run: Run, tally: Tally, chunk: Chunk, local: Index, first_ordi
     """Streaming top-N by loss: the block's N worst (argpartition), pushed into a heap of N."""
     n = run.settings.worst
     losses = row_losses(pred, rows.labels, rows.targets)
+    if rows.weights is not None and not rows.weights.all():
+        losses[rows.weights == 0] = -np.inf  # a zero-weight row is a dropped row: never listed
     candidates = np.arange(losses.size)
     if losses.size > n:
         candidates = np.argpartition(-losses, n - 1)[:n]
+    candidates = candidates[losses[candidates] > -np.inf]
     if len(tally.worst) == n:
         candidates = candidates[losses[candidates] >= tally.worst[0][0]]
     id_column = chunk.batch.column(run.layout.id_column) if run.layout.id_column else None

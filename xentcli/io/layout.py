@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -181,6 +182,18 @@ def _find_label(schema: pa.Schema, taken: set[str]) -> tuple[str | None, str]:
     return None, ""
 
 
+def _pandas_index(schema: pa.Schema) -> set[str]:
+    """Columns that hold a pandas DataFrame's index (``to_parquet`` keeps one that is not a plain
+    range, e.g. after filtering rows, as ``__index_level_0__``): numbers, but no predictions."""
+    names = {n for n in schema.names if re.fullmatch(r"__index_level_\d+__", n)}
+    try:
+        metadata = schema.pandas_metadata or {}
+    except ValueError:  # metadata that is not JSON: no index known
+        metadata = {}
+    index = metadata.get("index_columns", []) if isinstance(metadata, dict) else []
+    return names | {c for c in index if isinstance(c, str) and c in schema.names}
+
+
 def _own_prefix(name: str) -> str:
     """'p_' for 'p_dog': with one numeric column, text columns named like it are predictions too
     (a text cell in a probability column is an error at that cell, not a reason to drop it)."""
@@ -270,7 +283,9 @@ def resolve_layout(schema: pa.Schema, request: LayoutRequest) -> Layout:
         pred_is_list = len(preds) == 1 and is_list(schema.field(preds[0]).type)
         pred_why = "--pred"
     else:
-        preds, pred_is_list, pred_why = _auto_preds(schema, taken)
+        index = _pandas_index(schema) - taken
+        reasons.update({c: ("ignored", "the DataFrame index pandas wrote") for c in index})
+        preds, pred_is_list, pred_why = _auto_preds(schema, taken | index)
         if not preds:
             raise DataError("no prediction columns found",
                             "name a list column probs/pred/logits, add numeric probability "
@@ -301,6 +316,10 @@ def _finish_layout(
         raise UsageError("--multilabel needs --target COLS: the 0/1 column of each label",
                          "e.g. --multilabel --target 'y_*' --pred 'p_*'")
     binary = not pred_is_list and len(preds) == 1 and target_columns is None
+    if request.positive is not None and not binary:
+        raise UsageError(f"--positive names the positive label of a binary file (one prediction "
+                         f"column); this one has {'a list column' if pred_is_list else len(preds)} "
+                         f"{'' if pred_is_list else 'prediction columns'}".rstrip())
     classes = _classes(schema, request, preds, pred_is_list, binary, label_kind, target_columns)
     positional = (label is not None and label_kind == "integer" and classes is not None
                   and not binary and not any(_is_int_text(c) for c in classes))
