@@ -138,12 +138,16 @@ def write_ipc_stream(path: Path, data: Data) -> None:
         writer.write_table(table, max_chunksize=25)
 
 
-def write_jsonl(path: Path, data: Data) -> None:
+def jsonl_text(data: Data) -> str:
     lines = []
     for label, row in zip(data.labels, data.probs, strict=True):
         record = {"label": CLASSES[label], **{c: float(v) for c, v in zip(PRED_COLUMNS, row, strict=True)}}
         lines.append(json.dumps(record))  # json writes floats with repr: exact round trip
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n"
+
+
+def write_jsonl(path: Path, data: Data) -> None:
+    path.write_text(jsonl_text(data), encoding="utf-8")
 
 
 WRITERS: dict[str, Callable[[Path, Data], None]] = {
@@ -248,6 +252,16 @@ def test_several_files_with_columns_in_another_order(tmp_path: Path,
 def _stdin_payload(kind: str) -> bytes:
     if kind == "csv":
         return DATA.text().encode("utf-8")
+    if kind == "tsv":
+        return DATA.text("\t").encode("utf-8")
+    if kind == "jsonl":
+        return jsonl_text(DATA).encode("utf-8")
+    if kind in ("csv.gz", "tsv.gz"):
+        return gzip.compress(_stdin_payload(kind[:-3]))
+    if kind == "csv.bz2":
+        return bz2.compress(_stdin_payload("csv"))
+    if kind == "csv.zst":
+        return bytes(pa.compress(_stdin_payload("csv"), codec="zstd", asbytes=True))
     sink = io.BytesIO()
     table = DATA.table()
     if kind == "parquet":
@@ -259,9 +273,12 @@ def _stdin_payload(kind: str) -> bytes:
     return sink.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet", "arrow-file", "arrow-stream"])
+@pytest.mark.parametrize("kind", ["csv", "parquet", "arrow-file", "arrow-stream", "tsv", "jsonl",
+                                  "csv.gz", "tsv.gz", "csv.bz2", "csv.zst"])
 def test_stdin(kind: str) -> None:
-    """Standard input is sniffed: Parquet and Arrow by their magic bytes, else CSV."""
+    """Standard input is sniffed: Parquet and Arrow by their magic bytes, gzip, bzip2 and zstd by
+    theirs (and decompressed), JSON Lines by its first '{', TSV by a first line of tabs without
+    commas, else CSV."""
     payload = _stdin_payload(kind)
     result = run_proc("score", "-", "-f", "json", stdin=payload)
     assert result.code == 0, result.err

@@ -46,13 +46,44 @@ def format_from_suffix(path: str) -> str | None:
     return _SUFFIXES.get(os.path.splitext(lower)[1])
 
 
+# compressed standard input, by its magic bytes → the suffix that makes the readers decompress it
+_COMPRESSION_MAGIC = {b"\x1f\x8b": ".gz", b"\x28\xb5\x2f\xfd": ".zst", b"BZh": ".bz2"}
+
+
 def sniff_format(head: bytes) -> str:
-    """Parquet and Arrow by their magic bytes, anything else is taken as CSV."""
+    """Parquet and Arrow by their magic bytes; text as JSON Lines when it starts with ``{``, as
+    TSV when its first line has tabs and no comma, else as CSV."""
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
         return "arrow"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"{"):
+        return "jsonl"
+    first_line = text.split(b"\n", 1)[0]
+    if b"\t" in first_line and b"," not in first_line:
+        return "tsv"
     return "csv"
+
+
+def _sniffed_stdin(path: str) -> tuple[str, bytes]:
+    """The spooled standard input's path, renamed with a compression suffix when it is gzip,
+    zstd or bzip2 (the readers then decompress it as they do a .csv.gz), and its first bytes,
+    decompressed."""
+    with open(path, "rb") as spool:
+        head = spool.read(1 << 16)
+    suffix = next((s for magic, s in _COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+    if suffix is None:
+        return path, head
+    os.rename(path, path + suffix)
+    import pyarrow as pa
+
+    try:
+        with pa.input_stream(path + suffix, compression="detect") as stream:
+            return path + suffix, stream.read(1 << 16)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{STDIN_NAME}: looks {suffix[1:]}-compressed but cannot be read as such: {exc}",
+                        "check the stream, or decompress it before the pipe") from None
 
 
 def _spool_stdin(stack: ExitStack, stream: BinaryIO) -> str:
@@ -91,10 +122,8 @@ def resolve_sources(
     sources: list[Source] = []
     for arg in args:
         if arg == "-":
-            path = _spool_stdin(stack, stdin if stdin is not None else sys.stdin.buffer)
-            with open(path, "rb") as head:
-                fmt = input_format or sniff_format(head.read(8))
-            sources.append(Source(path, STDIN_NAME, fmt))
+            path, head = _sniffed_stdin(_spool_stdin(stack, stdin if stdin is not None else sys.stdin.buffer))
+            sources.append(Source(path, STDIN_NAME, input_format or sniff_format(head)))
         elif os.path.isdir(arg):
             sources.extend(_directory_sources(arg))
         elif not os.path.exists(arg):
