@@ -139,7 +139,7 @@ def test_ids_twice_in_a_file_and_rows_skipped_in_one_file(tmp_path: Path, capsys
     new = _write(tmp_path / "new.parquet", labels, better, twice)
     code, report, err = _compare(capsys, base, new, "--id", "row_id")
     assert code == 3 and report == {}
-    assert "id:row_id is not unique within a file" in err
+    assert f"id:row_id is not unique in {new}: 'r7' is there more than once" in err
     broken = better.copy()
     broken[40] = [0.9, 0.9, 0.9]  # sum off: skipped with --on-invalid skip, in new only
     new = _write(tmp_path / "new2.parquet", labels, broken)
@@ -147,6 +147,19 @@ def test_ids_twice_in_a_file_and_rows_skipped_in_one_file(tmp_path: Path, capsys
                                  "--on-invalid", "skip")
     assert code == 3 and report == {}
     assert "don't line up (row order)" in err and "1 row(s) that" in err and "first '41'" in err
+
+
+def test_rows_with_different_labels_are_named(tmp_path: Path, capsys: Capture) -> None:
+    """Rows that pair up but disagree on the label: the first such row and both labels."""
+    labels, weak, better = _models(100, 9)
+    other = labels.copy()
+    other[30] = (labels[30] + 1) % 3
+    base = _write(tmp_path / "base.parquet", labels, weak)
+    new = _write(tmp_path / "new.parquet", other, better)
+    code, report, err = _compare(capsys, base, new)
+    assert code == 3 and report == {}
+    expected = f"first at row 31: '{CLASSES[labels[30]]}' in {base}, '{CLASSES[other[30]]}' in {new}"
+    assert expected in err, err
 
 
 def test_gates_on_the_difference(tmp_path: Path, capsys: Capture) -> None:

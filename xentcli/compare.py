@@ -101,13 +101,16 @@ class RowCollector:
 
 
 def _pair(base: dict[str, npt.NDArray[Any]], new: dict[str, npt.NDArray[Any]], join: str,
-          names: tuple[str, str]) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.intp] | None]:
+          names: tuple[str, str], classes: Sequence[str],
+          ) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.intp] | None]:
     """Indices into base and new that put the same rows side by side (None: the rows are in that
     order already); every row must pair."""
     base_keys, new_keys = base["key"], new["key"]
     (base_order, base_twice), (new_order, new_twice) = _sort_order(base_keys), _sort_order(new_keys)
-    if base_twice or new_twice:
-        raise DataError(f"{join} is not unique within a file", "pair rows by a column with one value per row")
+    for name, twice in zip(names, (base_twice, new_twice), strict=True):
+        if twice is not None:
+            raise DataError(f"{join} is not unique in {name}: {escape_value(twice)} is there more than once",
+                            "pair rows by a column with one value per row")
     if len(base_keys) != len(new_keys) or not np.array_equal(_taken(base_keys, base_order),
                                                              _taken(new_keys, new_order)):
         missing = np.setdiff1d(base_keys, new_keys)
@@ -118,21 +121,29 @@ def _pair(base: dict[str, npt.NDArray[Any]], new: dict[str, npt.NDArray[Any]], j
                  + (f", first {escape_value(extra[0])}" if len(extra) else ""))
         raise DataError(f"the rows don't line up ({join}): {where}",
                         "compare predictions for the same rows; pass --id COL to pair by a row id")
-    if not np.array_equal(_taken(base["target"], base_order), _taken(new["target"], new_order)):
-        raise DataError(f"the paired rows have different labels or targets ({join})",
+    base_targets, new_targets = _taken(base["target"], base_order), _taken(new["target"], new_order)
+    if not np.array_equal(base_targets, new_targets):
+        differ = base_targets != new_targets
+        first = int(np.flatnonzero(differ if differ.ndim == 1 else differ.any(axis=1))[0])
+        key = _taken(base_keys, base_order)[first]
+        where = f"id {escape_value(key)}" if join.startswith("id:") else f"row {key}"
+        what = (f": {escape_value(classes[base_targets[first]])} in {names[0]}, "
+                f"{escape_value(classes[new_targets[first]])} in {names[1]}" if differ.ndim == 1 else "")
+        raise DataError(f"the paired rows have different labels or targets ({join}); first at {where}{what}",
                         "both files must hold the same rows; pair them with --id COL")
     return base_order, new_order
 
 
-def _sort_order(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp] | None, bool]:
+def _sort_order(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp] | None, Any]:
     """The order that sorts ``keys`` (None: they are increasing already, as row numbers are when
-    pairing by position) and whether any key is there twice. One pass for row numbers; a sort
-    for ids (np.unique took ~7 s for 10M row numbers)."""
+    pairing by position) and a key that is there twice (None: none is). One pass for row
+    numbers; a sort for ids (np.unique took ~7 s for 10M row numbers)."""
     if keys.dtype != object and (keys.size < 2 or bool(np.all(keys[1:] > keys[:-1]))):
-        return None, False
+        return None, None
     order = np.argsort(keys, kind="stable")
     ordered = keys[order]
-    return order, bool(np.any(ordered[1:] == ordered[:-1]))
+    twice = np.flatnonzero(ordered[1:] == ordered[:-1])
+    return order, (ordered[twice[0]] if twice.size else None)
 
 
 def _taken(values: npt.NDArray[Any], order: npt.NDArray[np.intp] | None) -> npt.NDArray[Any]:
@@ -281,7 +292,7 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], options: Compar
         raise DataError(f"the two inputs have different classes ({', '.join(base_report.classes)} "
                         f"against {', '.join(new_report.classes)})", "compare predictions of the same task")
     join = f"id:{options.id_column}" if options.id_column else "row order"
-    base_order, new_order = _pair(base, new, join, (", ".join(base_paths), ", ".join(new_paths)))
+    base_order, new_order = _pair(base, new, join, (", ".join(base_paths), ", ".join(new_paths)), classes)
     base, new = _in_order(base, base_order), _in_order(new, new_order)
     return _assemble(base_report, new_report, base, new, options, join)
 
