@@ -426,6 +426,21 @@ def test_csv_report_is_long_and_exact(tmp_path: Path, capsys: pytest.CaptureFixt
         assert _csv_value(result.out, "overall", name, "support") == float((DATA.labels == k).sum())
 
 
+def test_csv_report_has_the_row_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scope rows: read, scored, skipped (and by reason), clipped, as in the JSON."""
+    path = tmp_path / "preds.csv"
+    lines = DATA.text().splitlines()
+    lines[5] = "cow," + lines[5].split(",", 1)[1]  # an unknown label: skipped
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_cli(capsys, "score", path, "--format", "csv", "--on-invalid", "skip", "-q")
+    assert result.code == 0, result.err
+    assert _csv_value(result.out, "rows", "", "read") == N_ROWS
+    assert _csv_value(result.out, "rows", "", "scored") == N_ROWS - 1
+    assert _csv_value(result.out, "rows", "", "skipped") == 1
+    assert _csv_value(result.out, "rows", "", "skipped:unknown_label") == 1
+    assert _csv_value(result.out, "rows", "", "clipped") == 0
+
+
 @pytest.mark.parametrize("fmt", ["json", "csv", "markdown"])
 def test_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str) -> None:
     path = tmp_path / "preds.csv"

@@ -98,6 +98,11 @@ def render_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["scope", "class", "metric", "value"])
+    rows = data["rows"]
+    for key in ("read", "scored", "skipped", "clipped"):
+        writer.writerow(["rows", "", key, rows[key]])
+    for reason, count in rows["skipped_by_reason"].items():
+        writer.writerow(["rows", "", f"skipped:{reason}", count])
     for scope, metrics, per_class in _scopes(data):
         for key in METRIC_KEYS:
             writer.writerow([scope, "", key, _csv_value(metrics[key])])
