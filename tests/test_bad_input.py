@@ -242,6 +242,25 @@ def test_logits_read_as_probabilities_point_to_scale(capsys: pytest.CaptureFixtu
     assert "--scale logits" in err
 
 
+@pytest.mark.parametrize(("bad", "why"), [("not json", "Expecting value"), ("[1, 2]", "a list")])
+def test_json_lines_bad_record(capsys: pytest.CaptureFixture[str], tmp_path: Path, bad: str,
+                               why: str) -> None:
+    """The first line that is no JSON object, by its row (blank lines are none) and its line."""
+    records = ['{"label": "cat", "p_cat": 0.7, "p_dog": 0.2, "p_bird": 0.1}'] * 3
+    path = tmp_path / "preds.jsonl"
+    path.write_text("\n".join([records[0], "", *records[1:], bad]) + "\n", encoding="utf-8")
+    err = check_data_error(run_cli(capsys, "score", path), path, row=4, line=5, value=bad)
+    assert why in err
+
+
+def test_json_lines_label_of_two_types(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "preds.jsonl"
+    path.write_text('{"label": 1, "p_a": 0.9, "p_b": 0.1}\n{"label": "b", "p_a": 0.2, "p_b": 0.8}\n',
+                    encoding="utf-8")
+    err = check_one_message(run_cli(capsys, "score", path), 3)
+    assert "preds.jsonl" in err and "one JSON type" in err
+
+
 def test_missing_label_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write_csv(tmp_path / "preds.csv", [HEADER, GOOD_ROWS[0], GOOD_ROWS[1], ",0.3,0.3,0.4"])
     result = run_cli(capsys, "score", path)

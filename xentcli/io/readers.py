@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -503,9 +504,43 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
     if isinstance(exc, UnicodeDecodeError) or "UTF8" in text or "utf8" in text.lower():
         return DataError(f"{source.name}: not valid UTF-8 ({text})",
                          "save the file as UTF-8 (iconv -f UTF-16 -t UTF-8 ...)")
+    if source.format == "jsonl":
+        located = _bad_json_line(source)
+        if located is not None:
+            row, line, record, why = located
+            return DataError(f"{source.name}: row {row} (line {line}): {escape_value(record)} is not a "
+                             f"JSON object ({why})", "write one JSON object per line")
+        changed = re.search(r"Column\(/(.*)\) changed from (\w+) to (\w+)", text)
+        if changed:  # pyarrow: "Column(/label) changed from number to string in row 1" (from 0)
+            column, before, after = changed.groups()
+            return DataError(f"{source.name}: column {escape_value(column)} holds a {before}, then a "
+                             f"{after}", "write each column's values as one JSON type (labels all as "
+                             "strings, or all as numbers)")
     return DataError(f"{source.name}: cannot read as {source.format}: {escape_value(text, 200)}",
                      "check that the file is complete and in the format its name says "
                      "(or pass --input-format)")
+
+
+def _bad_json_line(source: Source) -> tuple[int, int, str, str] | None:
+    """The first line of a JSON Lines file that is not one JSON object: its row (blank lines are
+    no rows), its line number, its text and why (pyarrow's own message counts rows from 0 within
+    a block). The error path only."""
+    import io
+    import json
+
+    row = 0
+    with pa.input_stream(source.path, compression="detect") as raw:
+        for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", errors="replace"), 1):
+            if not line.strip():
+                continue
+            row += 1
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                return row, number, line.rstrip("\r\n"), str(exc).split(":")[0]
+            if not isinstance(record, dict):
+                return row, number, line.rstrip("\r\n"), f"a {type(record).__name__}"
+    return None
 
 
 def _splittable(source: Source) -> bool:
