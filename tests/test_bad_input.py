@@ -500,7 +500,10 @@ def test_skip_warning_is_silenced_by_quiet(capsys: pytest.CaptureFixture[str],
 def test_skip_everything_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write_csv(tmp_path / "preds.csv", [HEADER, "cow,0.3,0.3,0.4", "dog,1.5,0.1,0.1"])
     result = run_cli(capsys, "score", path, "--on-invalid", "skip")
-    check_one_message(result, 3)
+    assert "all 2 rows were invalid" in check_one_message(result, 3)
+    one = write_csv(tmp_path / "one.csv", [HEADER, "cow,0.3,0.3,0.4"])
+    result = run_cli(capsys, "score", one, "--on-invalid", "skip")
+    assert "the only row was invalid" in check_one_message(result, 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,6 +525,11 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert result.out == ""
     assert "Traceback" not in result.err
     assert result.err.strip()
+
+
+def test_standard_input_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "score", "-", "-")
+    assert result.code == 2 and "more than once" in result.err
 
 
 def test_usage_error_subprocess(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -483,7 +484,18 @@ def test_unregistered_extension_type_column(tmp_path: Path, probability_type: Pr
     path = _write_table(tmp_path / "ext.parquet", _custom_extension_table(probability_type))
     pa.unregister_extension_type("xent_test.probability")
     err = check_data_error(run_main("score", path), path, column="p_cat")
-    assert "extension" in err
+    assert "extension type 'xent_test.probability'" in err  # its name, not its storage's
+
+
+def test_feather_version_1(tmp_path: Path) -> None:
+    """The old Feather format (pyarrow still writes it, with a deprecation warning)."""
+    path = tmp_path / "v1.feather"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        feather.write_feather(pa.table({"label": ["cat", "dog"], "p_cat": [0.6, 0.3], "p_dog": [0.4, 0.7]}),
+                              path, version=1)
+    err = check_data_error(run_main("score", path), path)
+    assert "Feather version 1" in err and "write_feather" in err
 
 
 # --------------------------------------------------------------------------------------------

@@ -232,7 +232,8 @@ def _report(run: Run, options: ScoreOptions, sources: Sequence[Source]) -> Repor
     _check_weight_sum(tally.total.weight_sum, names)
     scores = tally.total.finalize(options.base)
     if scores.rows == 0:
-        raise DataError(f"{names}: all {tally.rows_read} rows were invalid and skipped; nothing to score",
+        every = "the only row was" if tally.rows_read == 1 else f"all {tally.rows_read} rows were"
+        raise DataError(f"{names}: {every} invalid and skipped; nothing to score",
                         "see rows.skipped_by_reason, or run without --on-invalid skip to see why")
     skipped = tally.rows_read - scores.rows
     by_reason = dict(sorted(tally.problems.by_reason.items()))

@@ -159,13 +159,20 @@ def _check_schema(schema: pa.Schema) -> None:
             raise DataError(f"duplicate column name {escape_value(name)}",
                             "give every column a distinct name")
         seen.add(name)
-    for fld in schema:
-        # a registered extension type, or one this process does not know (its name stays in
-        # the field metadata)
-        if isinstance(fld.type, pa.BaseExtensionType) or b"ARROW:extension:name" in (fld.metadata or {}):
-            raise DataError(f"column {escape_value(fld.name)} has extension type "
-                            f"{escape_value(str(fld.type))}, which xent does not read",
-                            "store plain numbers, text or lists of numbers")
+    for fld in schema:  # SPEC 3: an extension-typed column is a schema error, named by its type
+        extension = _extension_name(fld)
+        if extension is not None:
+            raise DataError(f"column {escape_value(fld.name)} has extension type {escape_value(extension)}, "
+                            "which xent does not read", "store plain numbers, text or lists of numbers")
+
+
+def _extension_name(fld: pa.Field) -> str | None:
+    """The extension type of a column: registered in this process, or not (its name then stays
+    in the field's metadata, over the storage type); None for a plain column."""
+    if isinstance(fld.type, pa.BaseExtensionType):
+        return str(getattr(fld.type, "extension_name", fld.type))
+    name = (fld.metadata or {}).get(b"ARROW:extension:name")
+    return None if name is None else name.decode("utf-8", "replace")
 
 
 def _find_label(schema: pa.Schema, taken: set[str]) -> tuple[str | None, str]:

@@ -504,6 +504,10 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
     if isinstance(exc, UnicodeDecodeError) or "UTF8" in text or "utf8" in text.lower():
         return DataError(f"{source.name}: not valid UTF-8 ({text})",
                          "save the file as UTF-8 (iconv -f UTF-16 -t UTF-8 ...)")
+    if source.format == "arrow" and _starts_with(source, b"FEA1"):
+        return DataError(f"{source.name}: a Feather version 1 file, which xent does not read",
+                         "rewrite it as Feather version 2: pyarrow.feather.write_feather("
+                         "pyarrow.feather.read_table(FILE), NEW_FILE)")
     if source.format == "jsonl":
         located = _bad_json_line(source)
         if located is not None:
@@ -519,6 +523,14 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
     return DataError(f"{source.name}: cannot read as {source.format}: {escape_value(text, 200)}",
                      "check that the file is complete and in the format its name says "
                      "(or pass --input-format)")
+
+
+def _starts_with(source: Source, magic: bytes) -> bool:
+    try:
+        with open(source.path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def _bad_json_line(source: Source) -> tuple[int, int, str, str] | None:

@@ -119,6 +119,8 @@ def resolve_sources(
     """Turn command-line paths into sources; ``-`` is standard input, spooled and sniffed."""
     if not args:
         raise UsageError("no input files given", "pass one or more files, or - for standard input")
+    if list(args).count("-") > 1:
+        raise UsageError("standard input (-) is given more than once", "it can be read once")
     sources: list[Source] = []
     for arg in args:
         if arg == "-":
