@@ -222,6 +222,48 @@ def test_directory_of_parquet_files_is_one_dataset(
     assert len(report["inputs"]) == 3
 
 
+def _hive_dataset(root: Path) -> dict[tuple[str, str], Data]:
+    """DATA cut into region=…/day=… directories (region also the null partition, and a value
+    that needs %-escaping), the part of each."""
+    regions = ["eu", "us west", "__HIVE_DEFAULT_PARTITION__"]
+    bounds = np.linspace(0, N_ROWS, 7).astype(int)
+    parts = {}
+    for i, (region, day) in enumerate((r, d) for r in regions for d in ("1", "2")):
+        folder = root / f"region={region.replace(' ', '%20')}" / f"day={day}"
+        folder.mkdir(parents=True)
+        part = DATA.rows(bounds[i], bounds[i + 1])
+        pq.write_table(part.table(), folder / "part-0.parquet")
+        parts[("null" if region.startswith("__") else region, day)] = part
+    return parts
+
+
+def test_hive_partitions_are_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """key=value directories of a dataset are text columns of its rows: --by region gives each
+    region's metrics (scikit-learn on its rows); the null partition is the group null."""
+    parts = _hive_dataset(tmp_path / "ds")
+    report = score_json(capsys, tmp_path / "ds", "--by", "region")
+    assert_matches(report)
+    groups = {g["by"]["region"]: g for g in report["groups"]}
+    assert sorted(groups) == ["eu", "null", "us west"]
+    for region, group in groups.items():
+        rows = [parts[(region, day)] for day in ("1", "2")]
+        data = Data(np.concatenate([r.labels for r in rows]), np.concatenate([r.probs for r in rows]))
+        assert group["rows"] == len(data.labels)
+        assert group["metrics"]["cross_entropy"] == pytest.approx(
+            float(log_loss(data.labels, data.probs, labels=[0, 1, 2])), rel=RTOL)
+    inspected = run_cli(capsys, "inspect", tmp_path / "ds")
+    assert "partition key" in _role_line(inspected.out, "region")
+    assert "partition key" in _role_line(inspected.out, "day")
+
+
+def test_hive_partitions_must_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for folder in ("region=eu", "day=1"):
+        (tmp_path / "ds" / folder).mkdir(parents=True)
+        pq.write_table(DATA.table(), tmp_path / "ds" / folder / "part.parquet")
+    result = run_cli(capsys, "score", tmp_path / "ds")
+    assert result.code == 3 and "different partition keys" in result.err
+
+
 def test_several_files_are_one_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     write_text(first, DATA.rows(0, 37))

@@ -35,6 +35,9 @@ class Source:
     path: str
     name: str
     format: str
+    # (key, value) of each hive-style directory (key=value) between a dataset's root and this
+    # file: columns of every row, read as text (None: the null partition)
+    partitions: tuple[tuple[str, str | None], ...] = ()
 
 
 def format_from_suffix(path: str) -> str | None:
@@ -110,7 +113,27 @@ def _directory_sources(path: str) -> list[Source]:
             f"{path}: directory holds no Parquet files",
             "a directory is read as a partitioned Parquet dataset (*.parquet, *.pq)",
         )
-    return [Source(f, f, "parquet") for f in files]
+    sources = [Source(f, f, "parquet", _partitions(path, f)) for f in files]
+    keys = {tuple(k for k, _ in s.partitions) for s in sources}
+    if len(keys) > 1:
+        raise DataError(f"{path}: the files sit under different partition keys "
+                        f"({' and '.join('/'.join(k) or 'none' for k in sorted(keys))})",
+                        "a partitioned dataset has the same key=value directories above every file")
+    return sources
+
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+PARTITION_METADATA = {b"xent:partition": b"1"}  # on the field of a column that directory names hold
+
+
+def _partitions(root: str, path: str) -> tuple[tuple[str, str | None], ...]:
+    """The key=value directories between ``root`` and the file, as Hive, Spark, pyarrow and
+    DuckDB write a partitioned dataset (values %-escaped; the null partition has its own name)."""
+    from urllib.parse import unquote
+
+    parts = os.path.relpath(os.path.dirname(path), root).split(os.sep)
+    pairs = [part.split("=", 1) for part in parts if "=" in part]
+    return tuple((unquote(key), None if value == HIVE_NULL else unquote(value)) for key, value in pairs)
 
 
 def resolve_sources(

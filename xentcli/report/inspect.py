@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from xentcli.errors import escape_value
 from xentcli.io.layout import Layout, is_numeric, is_text
-from xentcli.io.sources import Source
+from xentcli.io.sources import PARTITION_METADATA, Source
 
 
 def _label_rule(layout: Layout) -> str:
@@ -23,7 +23,10 @@ def _label_rule(layout: Layout) -> str:
     return f"{layout.label_kind} labels match class names by their text"
 
 
-def _ignored_why(dtype: pa.DataType) -> str:
+def _ignored_why(fld: pa.Field) -> str:
+    dtype = fld.type
+    if fld.metadata == PARTITION_METADATA:
+        return "a partition key (key=value directories), a column for --by"
     if is_text(dtype):
         return "text column that is not a prediction (no shared prefix)"
     if is_numeric(dtype):
@@ -56,7 +59,7 @@ def render_inspection(source: Source, schema: pa.Schema, layout: Layout, rows: i
     for header in ("column", "type", "role", "why"):
         columns.add_column(header)
     for fld in schema:
-        role, why = layout.reasons.get(fld.name, ("ignored", _ignored_why(fld.type)))
+        role, why = layout.reasons.get(fld.name, ("ignored", _ignored_why(fld)))
         columns.add_row(Text(escape_value(fld.name)), str(fld.type), role, Text(why))
     console.print(columns)
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
