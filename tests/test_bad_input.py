@@ -527,8 +527,9 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert result.err.strip()
 
 
-def test_standard_input_twice(capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_cli(capsys, "score", "-", "-")
+@pytest.mark.parametrize("command", ["score", "compare"])
+def test_standard_input_twice(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    result = run_cli(capsys, command, "-", "-")
     assert result.code == 2 and "more than once" in result.err
 
 

@@ -119,6 +119,35 @@ def test_prediction_columns_in_another_order(tmp_path: Path, capsys: Capture) ->
         assert entry["mean_pred"]["new"] == pytest.approx(better[:, k].mean(), rel=RTOL)
 
 
+@pytest.mark.parametrize("new_kind", ["list", "binary"])
+def test_classes_in_another_order_binary_and_list(tmp_path: Path, capsys: Capture, new_kind: str) -> None:
+    """BASE's wide columns name the classes in one order (p_2, p_1, p_0, or p_1, p_0), NEW holds
+    them in positions (a list column, or one binary column P(1)): each class's numbers stay with
+    its name, and each model's CE is scikit-learn's."""
+    k = 3 if new_kind == "list" else 2
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, k, 400)
+    weak, better = rng.dirichlet(np.ones(k), 400), rng.dirichlet(np.ones(k) * 0.5, 400)
+    base = tmp_path / "base.parquet"
+    pq.write_table(pa.table({"label": labels, **{f"p_{c}": weak[:, c] for c in reversed(range(k))}}), base)
+    new = tmp_path / "new.parquet"
+    columns = ({"probs": pa.array(better.tolist(), pa.list_(pa.float64()))} if new_kind == "list"
+               else {"p": better[:, 1]})
+    pq.write_table(pa.table({"label": labels, **columns}), new)
+    code, report, err = _compare(capsys, base, new, "--bootstrap", "200")
+    assert code == 0, err
+    ce = report["metrics"]["cross_entropy"]
+    assert ce["base"] == pytest.approx(float(log_loss(labels, weak, labels=list(range(k)))), rel=RTOL)
+    assert ce["new"] == pytest.approx(float(log_loss(labels, better, labels=list(range(k)))), rel=RTOL)
+    assert [e["class"] for e in report["per_class"]] == [str(c) for c in reversed(range(k))]
+    for entry in report["per_class"]:
+        c = int(entry["class"])
+        assert entry["mean_pred"]["base"] == pytest.approx(weak[:, c].mean(), rel=RTOL)
+        assert entry["mean_pred"]["new"] == pytest.approx(better[:, c].mean(), rel=RTOL)
+        recall = (better[labels == c].argmax(axis=1) == c).mean()
+        assert entry["accuracy"]["new"] == pytest.approx(recall, rel=RTOL)
+
+
 def test_rows_that_do_not_line_up(tmp_path: Path, capsys: Capture) -> None:
     labels, weak, better = _models(300, 6)
     base = _write(tmp_path / "base.parquet", labels, weak)

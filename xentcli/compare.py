@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from xentcli import __version__
-from xentcli.core.accumulator import unit_factor
+from xentcli.core.accumulator import Scores, unit_factor
 from xentcli.core.kernels import Floats, LogProbs, row_stats
 from xentcli.errors import DataError, UsageError, escape_value
 from xentcli.pipeline import ScoreOptions, score
@@ -281,28 +281,42 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], options: Compar
     score_options = options.score
     if options.id_column is not None:
         score_options = replace(score_options, layout=replace(score_options.layout, id=options.id_column))
-    base_report, base = _scored(base_paths, score_options, options)
-    new_report, new = _scored(new_paths, score_options, options)
+    if [*base_paths, *new_paths].count("-") > 1:
+        raise UsageError("standard input (-) is given more than once", "it can be read once")
+    base_report, base = _scored(base_paths, score_options)
+    new_report, new = _scored(new_paths, score_options)
     classes = base_report.classes
-    if new_report.classes != classes and sorted(new_report.classes) == sorted(classes):
-        # the same classes with the columns in another order: the new file in the base's order
-        in_order = replace(score_options, layout=replace(score_options.layout, classes=base_report.classes))
-        new_report, new = _scored(new_paths, in_order, options)
-    if new_report.classes != base_report.classes:
-        raise DataError(f"the two inputs have different classes ({', '.join(base_report.classes)} "
-                        f"against {', '.join(new_report.classes)})", "compare predictions of the same task")
+    if sorted(new_report.classes) != sorted(classes):
+        raise DataError(f"the two inputs have different classes ({', '.join(classes)} against "
+                        f"{', '.join(new_report.classes)})", "compare predictions of the same task")
+    if new_report.classes != classes:  # the same classes in another order (columns, binary, list)
+        new_report, new = _in_class_order(new_report, new, classes)
     join = f"id:{options.id_column}" if options.id_column else "row order"
     base_order, new_order = _pair(base, new, join, (", ".join(base_paths), ", ".join(new_paths)), classes)
     base, new = _in_order(base, base_order), _in_order(new, new_order)
     return _assemble(base_report, new_report, base, new, options, join)
 
 
-def _scored(paths: Sequence[str], score_options: ScoreOptions, options: CompareOptions,
-            ) -> tuple[Report, dict[str, npt.NDArray[Any]]]:
+def _scored(paths: Sequence[str], options: ScoreOptions) -> tuple[Report, dict[str, npt.NDArray[Any]]]:
     """One input's report and its valid rows' per-row values."""
-    collector = RowCollector(options.score.eps, options.id_column)
-    report = score(paths, score_options, row_sink=collector)
+    collector = RowCollector(options.eps, options.layout.id)
+    report = score(paths, options, row_sink=collector)
     return report, collector.arrays()
+
+
+def _in_class_order(report: Report, rows: dict[str, npt.NDArray[Any]], classes: Sequence[str],
+                    ) -> tuple[Report, dict[str, npt.NDArray[Any]]]:
+    """A report and its rows' targets with the same classes put in the order ``classes``: each
+    number stays with its class, as scored (nothing is scored again)."""
+    order = [list(report.classes).index(c) for c in classes]  # order[k]: where class k was
+    def reordered(scores: Scores) -> Scores:
+        return replace(scores, per_class=[scores.per_class[i] for i in order])
+
+    groups = [replace(g, scores=reordered(g.scores)) for g in report.groups]
+    report = replace(report, classes=list(classes), scores=reordered(report.scores), groups=groups)
+    target = rows["target"]
+    rows = {**rows, "target": np.argsort(order)[target] if target.ndim == 1 else target[:, order]}
+    return report, rows
 
 
 def _assemble(base_report: Report, new_report: Report, base: dict[str, Floats], new: dict[str, Floats],
