@@ -6,6 +6,7 @@ good rows."""
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,7 @@ def test_logits_read_as_probabilities_point_to_scale(capsys: pytest.CaptureFixtu
     assert "--scale logits" in err
 
 
-@pytest.mark.parametrize(("bad", "why"), [("not json", "Expecting value"), ("[1, 2]", "a list")])
+@pytest.mark.parametrize(("bad", "why"), [("not json", "Expecting value"), ("[1, 2]", "a JSON array")])
 def test_json_lines_bad_record(capsys: pytest.CaptureFixture[str], tmp_path: Path, bad: str,
                                why: str) -> None:
     """The first line that is no JSON object, by its row (blank lines are none) and its line."""
@@ -254,11 +255,23 @@ def test_json_lines_bad_record(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 
 def test_json_lines_label_of_two_types(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A key whose values change JSON type: the first such row, its line, key and value."""
     path = tmp_path / "preds.jsonl"
-    path.write_text('{"label": 1, "p_a": 0.9, "p_b": 0.1}\n{"label": "b", "p_a": 0.2, "p_b": 0.8}\n',
-                    encoding="utf-8")
-    err = check_one_message(run_cli(capsys, "score", path), 3)
-    assert "preds.jsonl" in err and "one JSON type" in err
+    path.write_text('{"label": 1, "p_a": 0.9, "p_b": 0.1}\n{"label": null, "p_a": 0.5, "p_b": 0.5}\n'
+                    '{"label": "b", "p_a": 0.2, "p_b": 0.8}\n', encoding="utf-8")
+    err = check_data_error(run_cli(capsys, "score", path), path, row=3, line=3, column="label",
+                           value="'\"b\"'")
+    assert "expected a number, as in row 1" in err and "one JSON type" in err
+
+
+def test_json_lines_truncated_gzip(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    probs = np.random.default_rng(3).dirichlet(np.ones(3), 2000)
+    records = "".join(f'{{"label": "cat", "p_cat": {a!r}, "p_dog": {b!r}, "p_bird": {1 - a - b!r}}}\n'
+                      for a, b, _ in probs)
+    compressed = gzip.compress(records.encode())
+    path = tmp_path / "preds.jsonl.gz"
+    path.write_bytes(compressed[: len(compressed) // 2])
+    check_one_message(run_cli(capsys, "score", path), 3)
 
 
 def test_missing_label_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

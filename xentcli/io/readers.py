@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -534,17 +533,9 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
                          "rewrite it as Feather version 2: pyarrow.feather.write_feather("
                          "pyarrow.feather.read_table(FILE), NEW_FILE)")
     if source.format == "jsonl":
-        located = _bad_json_line(source)
-        if located is not None:
-            row, line, record, why = located
-            return DataError(f"{source.name}: row {row} (line {line}): {escape_value(record)} is not a "
-                             f"JSON object ({why})", "write one JSON object per line")
-        changed = re.search(r"Column\(/(.*)\) changed from (\w+) to (\w+)", text)
-        if changed:  # pyarrow: "Column(/label) changed from number to string in row 1" (from 0)
-            column, before, after = changed.groups()
-            return DataError(f"{source.name}: column {escape_value(column)} holds a {before}, then a "
-                             f"{after}", "write each column's values as one JSON type (labels all as "
-                             "strings, or all as numbers)")
+        problem = _json_problem(source)
+        if problem is not None:
+            return DataError(f"{source.name}: {problem[0]}", problem[1])
     return DataError(f"{source.name}: cannot read as {source.format}: {escape_value(text, 200)}",
                      "check that the file is complete and in the format its name says "
                      "(or pass --input-format)")
@@ -558,25 +549,55 @@ def _starts_with(source: Source, magic: bytes) -> bool:
         return False
 
 
-def _bad_json_line(source: Source) -> tuple[int, int, str, str] | None:
-    """The first line of a JSON Lines file that is not one JSON object: its row (blank lines are
-    no rows), its line number, its text and why (pyarrow's own message counts rows from 0 within
-    a block). The error path only."""
+ONE_OBJECT = "write one JSON object per line"
+_JSON_TYPES = {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+               dict: "object"}
+
+
+def _json_problem(source: Source) -> tuple[str, str] | None:
+    """What pyarrow refused in a JSON Lines file, found line by line (its own message counts rows
+    from 0 within a block), with a hint; None when the first MAX_LINE_SCAN_ROWS lines show
+    nothing. The error path only."""
     import io
+
+    first_seen: dict[str, tuple[str, int]] = {}  # key → (JSON type, row)
+    row = 0
+    try:
+        with pa.input_stream(source.path, compression="detect") as raw:
+            lines = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+            for number, line in enumerate(itertools.islice(lines, MAX_LINE_SCAN_ROWS), 1):
+                if line.strip():
+                    row += 1
+                    problem = _json_line_problem(line.strip(), row, first_seen)
+                    if problem is not None:
+                        return f"row {row} (line {number}){problem[0]}", problem[1]
+    except (OSError, pa.ArrowException):
+        return None
+    return None
+
+
+def _json_line_problem(text: str, row: int, first_seen: dict[str, tuple[str, int]],
+                       ) -> tuple[str, str] | None:
+    """The line is no JSON object, or a value's JSON type differs from that of the same key in an
+    earlier row (null goes with any type)."""
     import json
 
-    row = 0
-    with pa.input_stream(source.path, compression="detect") as raw:
-        for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", errors="replace"), 1):
-            if not line.strip():
-                continue
-            row += 1
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                return row, number, line.rstrip("\r\n"), str(exc).split(":")[0]
-            if not isinstance(record, dict):
-                return row, number, line.rstrip("\r\n"), f"a {type(record).__name__}"
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        return f": {escape_value(text)} is not a JSON object ({str(exc).split(':')[0]})", ONE_OBJECT
+    if not isinstance(record, dict):
+        kind = _JSON_TYPES.get(type(record), "value")
+        return f": {escape_value(text)} is not a JSON object (a JSON {kind})", ONE_OBJECT
+    for key, value in record.items():
+        if value is None:
+            continue
+        kind = _JSON_TYPES.get(type(value), "value")
+        seen_kind, seen_row = first_seen.setdefault(key, (kind, row))
+        if seen_kind != kind:
+            return (f", column {escape_value(key)}: value {escape_value(json.dumps(value))}; expected a "
+                    f"{seen_kind}, as in row {seen_row}",
+                    "write each key's values as one JSON type (labels all as strings, or all as numbers)")
     return None
 
 
