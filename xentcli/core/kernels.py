@@ -97,9 +97,11 @@ def from_logits(logits: Floats) -> LogProbs:
     shifted = logits - logits.max(axis=0)
     # log Σ exp(shifted) as log1p of the sum without one top term, which is exactly 1: added to
     # that 1 first, the others' sum would lose its digits (a confident row's loss of 1e-20 → 0)
-    at_top = shifted == 0
-    rest = np.where(at_top, 0.0, np.exp(shifted)).sum(axis=0)
-    rest += np.count_nonzero(at_top, axis=0) - 1  # ties at the top: each is another 1
+    terms = np.exp(shifted)
+    total = terms.sum(axis=0)
+    terms -= shifted == 0  # every top term (ties too) is exactly 1, and exactly 0 now
+    rest = terms.sum(axis=0)
+    rest += np.rint(total - rest) - 1.0  # the other tops of a tie: the count is an exact integer
     log_probs = shifted - np.log1p(rest)
     return LogProbs(np.exp(log_probs), log_probs, None, exact_logs=True)
 
@@ -311,9 +313,9 @@ _H_COEFFS = tuple((-1.0) ** n / float(np.prod(np.arange(1, n + 1))) for n in ran
 
 
 def _g(t: Floats) -> Floats:
+    """g(t) for t ≥ −1/2 (below, rel_entr_terms takes p·log(p/q) as written)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         closed = (1.0 + t) * np.log1p(t) - t
-    closed = np.where(t == -1.0, 1.0, closed)  # p negligible next to q: 0·log 0 = 0
     return np.where(np.abs(t) < _SERIES_CUTOFF, _series(t, _G_COEFFS), closed)
 
 
@@ -323,7 +325,13 @@ def _h(delta: Floats) -> Floats:
     return np.where(np.abs(delta) < _SERIES_CUTOFF, _series(delta, _H_COEFFS), closed)
 
 
-def rel_entr_terms(targets: Floats, pred: LogProbs, eps: float) -> Floats:
+def log_targets(targets: Floats) -> Floats:
+    """log p where p > 0, and 0 where p = 0 (so that p·log p is 0 there)."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.where(targets > 0, targets, 1.0))
+
+
+def rel_entr_terms(targets: Floats, log_p: Floats, pred: LogProbs, eps: float) -> Floats:
     """rel_entr(p, q) = p·log(p/q) elementwise, computed so that it keeps its digits when p ≈ q.
 
     With d = p − q and t = d/q: p·log(p/q) = q·g(t) + d, where g(t) = (1+t)·log1p(t) − t ≥ 0 is
@@ -331,12 +339,12 @@ def rel_entr_terms(targets: Floats, pred: LogProbs, eps: float) -> Floats:
     non-negative terms, and Σ d is exactly 1 − Σq for normalised targets. Where p < q/2 the
     terms are p·log(p/q) as written: the form above would lose p's digits to q's there. For
     exact logs the same idea runs on δ = log p − log q: p·δ = p·h(δ) + (p − q), h(δ) = δ − 1 +
-    e^−δ (and p·δ as written where |δ| ≥ 1).
+    e^−δ (and p·δ as written where |δ| ≥ 1). ``log_p``: :func:`log_targets` of the targets.
     """
     positive = targets > 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if pred.exact_logs:
-            delta = np.log(np.where(positive, targets, 1.0)) - pred.log_probs
+            delta = log_p - pred.log_probs
             near = np.abs(delta) < 1.0  # only there does p·δ cancel against the row's other terms
             terms = np.where(near, targets * _h(np.where(near, delta, 0.0)) + (targets - pred.probs),
                              targets * delta)
@@ -345,9 +353,9 @@ def rel_entr_terms(targets: Floats, pred: LogProbs, eps: float) -> Floats:
             d = targets - q
             terms = q * _g(d / q) + d
             # where p < q/2 the two parts cancel (q·g → q and d → −q as p/q → 0) and leave an
-            # error of an ulp of q, while p·log(p/q) is not near 0 there and is exact enough
-            far_below = targets < 0.5 * q
-            terms = np.where(far_below, targets * np.log(np.where(far_below, targets / q, 1.0)), terms)
+            # error of an ulp of q, while log p − log q is not near 0 there and is exact enough
+            # (pred.log_probs is the log of q clipped, as q here)
+            terms = np.where(targets < 0.5 * q, targets * (log_p - pred.log_probs), terms)
             terms = np.where(positive & (q == 0), np.inf, terms)
     return np.where(positive, terms, 0.0)
 
@@ -356,10 +364,11 @@ def soft_target_stats(pred: LogProbs, targets: Floats, weights: Floats | None, e
     """Statistics for target distributions ``targets`` (classes, rows)."""
     n_classes, n_rows = pred.probs.shape
     positive = targets > 0
+    log_p = log_targets(targets)
     with np.errstate(invalid="ignore"):
         loss_terms = np.where(positive, -targets * pred.log_probs, 0.0)
-        target_entropy = -(targets * np.log(np.where(positive, targets, 1.0))).sum(axis=0)
-    kl_terms = rel_entr_terms(targets, pred, eps)
+    target_entropy = -(targets * log_p).sum(axis=0)
+    kl_terms = rel_entr_terms(targets, log_p, pred, eps)
     pred_entropy = row_pred_entropy(pred)
     pred_arg = pred.probs.argmax(axis=0)
     rows = np.arange(n_rows)
@@ -403,12 +412,10 @@ def row_stats(pred: LogProbs, labels: Ints | None, targets: Floats | None, eps: 
         loss = row_losses(pred, labels, None)
         return RowStats(loss, loss, np.zeros_like(loss), entropy, argmax_hits(pred, labels))
     assert targets is not None
-    positive = targets > 0
-    with np.errstate(invalid="ignore"):
-        target_entropy = -(targets * np.log(np.where(positive, targets, 1.0))).sum(axis=0)
+    log_p = log_targets(targets)
     correct = pred.probs.argmax(axis=0) == targets.argmax(axis=0)
-    return RowStats(row_losses(pred, None, targets), rel_entr_terms(targets, pred, eps).sum(axis=0),
-                    target_entropy, entropy, correct)
+    return RowStats(row_losses(pred, None, targets), rel_entr_terms(targets, log_p, pred, eps).sum(axis=0),
+                    -(targets * log_p).sum(axis=0), entropy, correct)
 
 
 def row_losses(pred: LogProbs, labels: Ints | None, targets: Floats | None) -> Floats:
