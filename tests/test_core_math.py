@@ -1056,3 +1056,13 @@ def test_update_refuses_an_invalid_batch_and_adds_nothing(batch: dict[str, Any],
     expected = log_loss([0, 2], good, labels=[0, 1, 2])
     assert acc.finalize().cross_entropy == pytest.approx(expected, rel=1e-12)
     assert acc.finalize().rows == 2
+
+
+def test_finalize_refuses_weights_whose_sum_overflows() -> None:
+    """The API's accumulator too: every weight is finite, their sum is not."""
+    from xentcli.errors import DataError
+
+    acc = Accumulator(2)
+    acc.update(np.array([[0.9, 0.1], [0.5, 0.5]]), labels=np.array([0, 1]), weights=np.array([1e308, 1e308]))
+    with pytest.raises(DataError, match="weights add up to"):
+        acc.finalize()

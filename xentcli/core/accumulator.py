@@ -16,10 +16,14 @@ import numpy.typing as npt
 
 from xentcli.core import kernels, validate
 from xentcli.core.kernels import ChunkStats, Floats
+from xentcli.errors import DataError
 
 Scale = Literal["probs", "logits", "logprobs"]
 DEFAULT_EPS = float(np.finfo(np.float64).eps)
 UNITS = {"e": "nats", "2": "bits", "10": "hartleys"}
+# Weights may be any finite number >= 0, but a sum of them times a loss must stay finite: a
+# total weight below this leaves room for losses up to ~1e8 (a clipped log loss is at most 36).
+MAX_WEIGHT_SUM = 1e300
 
 
 def unit_factor(base: str) -> float:
@@ -65,10 +69,6 @@ class Accumulator:
         if self.n_classes < 1:
             raise ValueError("n_classes must be at least 1")
         self.stats = _zeros_stats(self.n_classes)
-
-    @property
-    def weight_sum(self) -> float:
-        return self.stats.weight_sum
 
     def update(
         self,
@@ -240,8 +240,19 @@ def entropy_of(distribution: Floats) -> float:
     return value if value > 0 else 0.0  # a single class gives −0.0 (and max(−0.0, 0.0) is −0.0)
 
 
+def _check_weight_sum(weight_sum: float) -> None:
+    """Every weight is finite, but their sum, and the sums of weighted losses, must stay so too."""
+    if weight_sum < MAX_WEIGHT_SUM:
+        return
+    total = "more than a float64 holds" if math.isinf(weight_sum) else f"{weight_sum:.3g}"
+    raise DataError(f"the weights add up to {total}, so the sums of weighted losses overflow "
+                    f"(the limit is {MAX_WEIGHT_SUM:g})",
+                    "scale the weights down: only their ratios change the metrics")
+
+
 def finalize_stats(stats: ChunkStats, base: str = "e") -> Scores:
     """Turn sums into the metrics of SPEC section 1."""
+    _check_weight_sum(stats.weight_sum)
     unit = unit_factor(base)
     w = stats.weight_sum
 

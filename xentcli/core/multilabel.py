@@ -62,10 +62,6 @@ class MultilabelAccumulator:
     def rows(self) -> int:
         return self.per_label[0].stats.rows
 
-    @property
-    def weight_sum(self) -> float:
-        return self.per_label[0].stats.weight_sum
-
     def finalize(self, base: str = "e") -> Scores:
         """Per label: its binary metrics (support = positives); aggregate: the mean over labels."""
         scores = [acc.finalize(base) for acc in self.per_label]
