@@ -63,6 +63,7 @@ class CellProblem:
     expected: str
     line: int | None = None  # 1-based physical line for text formats
     file: str | None = None  # set when the problems of one error come from several files
+    hint: str | None = None  # what to do, when this problem knows better than its reason
 
     def describe(self) -> str:
         where = f"row {self.row}" + (f" (line {self.line})" if self.line is not None else "")

@@ -214,7 +214,7 @@ def _raise_invalid(run: Run, options: ScoreOptions, sources: Sequence[Source]) -
     if run.ragged_rows:
         renumber(run)
     problems.shown = _with_lines(problems.shown)
-    raise problems.error({s.name: i for i, s in enumerate(sources)}, run.layout, options.renormalize)
+    raise problems.error({s.name: i for i, s in enumerate(sources)}, run.layout)
 
 
 def _report(run: Run, options: ScoreOptions, sources: Sequence[Source]) -> Report:

@@ -131,24 +131,24 @@ class Problems:
         self.add(other.by_reason)
         self.shown.extend(other.shown)
 
-    def error(self, file_order: dict[str, int], layout: Layout, renormalize: bool) -> InvalidRowsError:
+    def error(self, file_order: dict[str, int], layout: Layout) -> InvalidRowsError:
         """The error for the first few problems in file and row order."""
         shown = sorted(self.shown, key=lambda item: (file_order.get(item[0].name, 0), item[1].row))
         shown = shown[:MAX_PROBLEMS_SHOWN]
         files = list(dict.fromkeys(s.name for s, _ in shown))
         problems = [p if len(files) == 1 else replace(p, file=s.name) for s, p in shown]
         return InvalidRowsError(", ".join(files), problems, self.count,
-                                _hint(shown[0][1], layout, renormalize), dict(self.by_reason))
+                                _hint(shown[0][1], layout), dict(self.by_reason))
 
 
-def _hint(problem: CellProblem, layout: Layout, renormalize: bool) -> str:
+SKIP_HINT = "fix the file, or pass --on-invalid skip to drop and count such rows"
+
+
+def _hint(problem: CellProblem, layout: Layout) -> str:
     """What to do about the first problem shown (the flags that can help, never one already given)."""
-    skip = "fix the file, or pass --on-invalid skip to drop and count such rows"
+    if problem.hint is not None:
+        return problem.hint
     if problem.reason == "sum_off":
-        if layout.target_columns is not None and problem.column in _joined(layout.target_columns):
-            return "each row of the --target columns must sum to 1 (within --sum-tol); " + skip
-        if renormalize:
-            return "a row of scores that sum to 0 cannot be renormalized; " + skip
         return "fix the model's output, raise --sum-tol, or pass --renormalize"
     if problem.reason == "unknown_label":
         if layout.binary and layout.positive is None:
@@ -165,13 +165,13 @@ def _hint(problem: CellProblem, layout: Layout, renormalize: bool) -> str:
         return "check the quoting and delimiter of that line"
     if problem.reason == "out_of_range" and layout.scale == "probs" and any(
             "logit" in c.lower() for c in layout.pred_columns):
-        return "for logits, pass --scale logits; or " + skip
-    return skip
+        return "for logits, pass --scale logits; or " + SKIP_HINT
+    return SKIP_HINT
 
 
-def _joined(columns: Sequence[str]) -> tuple[str, str]:
+def _column_label(columns: Sequence[str]) -> str:
     """How a message names a row of several columns: all of them, or the first of many."""
-    return ",".join(columns), columns[0]
+    return ",".join(columns) if len(columns) < 6 else columns[0]
 
 
 @dataclass
@@ -493,17 +493,19 @@ def _sum_problem(layout: Layout, chunk: Chunk, row: int, sum_tol: float, renorma
     preds_ok = total > 0 if renormalize else abs(total - 1.0) <= sum_tol
     targets = chunk.decoded.targets
     if targets is not None and layout.target_columns is not None and preds_ok:
-        target_total = float(targets[:, row].sum())
-        column = _joined(layout.target_columns)[0 if len(layout.target_columns) < 6 else 1]
-        return CellProblem(file_row, column, f"sum {target_total!r}", "sum_off",
-                           "target values that sum to 1 (within --sum-tol)", line)
-    column = _joined(layout.pred_columns)[0 if len(layout.pred_columns) < 6 else 1]
-    expected = "a row sum above 0, to renormalize by" if renormalize else "a row sum within --sum-tol of 1"
-    return CellProblem(file_row, column, f"sum {total!r}", "sum_off", expected, line)
+        return CellProblem(file_row, _column_label(layout.target_columns),
+                           f"sum {float(targets[:, row].sum())!r}", "sum_off",
+                           "target values that sum to 1 (within --sum-tol)", line,
+                           hint="each row of the --target columns must sum to 1; " + SKIP_HINT)
+    column = _column_label(layout.pred_columns)
+    if renormalize:
+        return CellProblem(file_row, column, f"sum {total!r}", "sum_off", "a row sum above 0, to "
+                           "renormalize by", line, hint="such a row cannot be renormalized; " + SKIP_HINT)
+    return CellProblem(file_row, column, f"sum {total!r}", "sum_off", "a row sum within --sum-tol of 1", line)
 
 
-def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormalize: bool = False,
-                     sum_tol: float = 1e-3) -> CellProblem:
+def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormalize: bool,
+                     sum_tol: float) -> CellProblem:
     """Locate a bad row's reason in a column and quote the cell as it was in the file."""
     reason, expected = validate.REASONS[code]
     file_row = chunk.first_row + row

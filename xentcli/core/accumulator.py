@@ -90,7 +90,8 @@ class Accumulator:
                                                                        self.n_classes)
         weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
         validate.check_batch(pred_cm, self.scale, label_idx, target_cm, weight_arr)
-        self.update_class_major(self.log_probs(pred_cm), label_idx, target_cm, weight_arr)
+        with np.errstate(over="ignore"):  # sums of weights that overflow: finalize says so
+            self.update_class_major(self.log_probs(pred_cm), label_idx, target_cm, weight_arr)
 
     def log_probs(self, preds: Floats, low: float | None = None) -> kernels.LogProbs:
         """Turn class-major predictions in this accumulator's scale into probabilities and logs
