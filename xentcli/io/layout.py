@@ -101,19 +101,6 @@ def is_list(dtype: pa.DataType) -> bool:
                 or pa.types.is_fixed_size_list(dtype) or pa.types.is_list_view(dtype))
 
 
-def strip_shared_prefix(names: Sequence[str]) -> tuple[str, list[str]]:
-    """('p_', ['cat', 'dog']) for ['p_cat', 'p_dog']: the longest shared prefix that ends in one
-    of ``_ - . :``, cut off every name (kept when it would leave a name empty)."""
-    if len(names) < 2:
-        return "", list(names)
-    common = os.path.commonprefix(list(names))
-    cut = max(common.rfind(sep) for sep in SEPARATORS) + 1
-    prefix = common[:cut]
-    if not prefix or any(len(n) == len(prefix) for n in names):
-        return "", list(names)
-    return prefix, [n[len(prefix):] for n in names]
-
-
 def class_namings(names: Sequence[str]) -> list[list[str]]:
     """Every way to name classes after columns: each shared prefix that ends in one of
     ``_ - . :`` cut off, the longest first (the default naming), then the names as they are.
@@ -126,6 +113,14 @@ def class_namings(names: Sequence[str]) -> list[list[str]]:
             namings.append([n[cut:] for n in names])
     namings.append(list(names))
     return namings
+
+
+def strip_shared_prefix(names: Sequence[str]) -> tuple[str, list[str]]:
+    """('p_', ['cat', 'dog']) for ['p_cat', 'p_dog']: the longest shared prefix that ends in one
+    of ``_ - . :`` and leaves every name non-empty, cut off (the first of :func:`class_namings`)."""
+    names = list(names)
+    stripped = class_namings(names)[0]
+    return (names[0][: len(names[0]) - len(stripped[0])] if names else ""), stripped
 
 
 def _missing_column(name: str, schema: pa.Schema, flag: str) -> DataError:
@@ -392,7 +387,7 @@ def _in_class_order(classes: Sequence[str], preds: list[str], targets: tuple[str
     as ``york`` does."""
     namings = class_namings(preds)
     names = next((n for n in namings if sorted(n) == sorted(classes)), None)
-    if names is None or len(set(names)) != len(names):
+    if names is None:
         raise DataError(f"--classes {','.join(classes)} does not match the prediction columns' classes "
                         f"({', '.join(strip_shared_prefix(preds)[1])})",
                         "for one column per class, --classes lists those classes in the order you "
