@@ -298,7 +298,7 @@ def _stdin_payload(kind: str) -> bytes:
         return DATA.text("\t").encode("utf-8")
     if kind == "jsonl":
         return jsonl_text(DATA).encode("utf-8")
-    if kind in ("csv.gz", "tsv.gz"):
+    if kind in ("csv.gz", "tsv.gz", "parquet.gz"):
         return gzip.compress(_stdin_payload(kind[:-3]))
     if kind == "csv.bz2":
         return bz2.compress(_stdin_payload("csv"))
@@ -316,7 +316,7 @@ def _stdin_payload(kind: str) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet", "arrow-file", "arrow-stream", "tsv", "jsonl",
-                                  "csv.gz", "tsv.gz", "csv.bz2", "csv.zst"])
+                                  "csv.gz", "tsv.gz", "csv.bz2", "csv.zst", "parquet.gz"])
 def test_stdin(kind: str) -> None:
     """Standard input is sniffed: Parquet and Arrow by their magic bytes, gzip, bzip2 and zstd by
     theirs (and decompressed), JSON Lines by its first '{', TSV by a first line of tabs without

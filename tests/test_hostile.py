@@ -38,6 +38,7 @@ from helpers import (
     clean_env,
     load_json,
     run_main,
+    run_proc,
     write_csv,
     write_parquet,
     xent_command,
@@ -496,6 +497,8 @@ def test_feather_version_1(tmp_path: Path) -> None:
                               path, version=1)
     err = check_data_error(run_main("score", path), path)
     assert "Feather version 1" in err and "write_feather" in err
+    piped = run_proc("score", "-", stdin=path.read_bytes())
+    assert piped.code == 3 and "Feather version 1" in piped.err
 
 
 # --------------------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def root(
 
 Files = Annotated[list[str], typer.Argument(help="Prediction files (CSV, TSV, Parquet, Arrow, JSON Lines, optionally .gz/.zst/.bz2), a directory of Parquet files, or - for standard input.", metavar="FILE...")]
 Label = Annotated[Optional[str], typer.Option(help="Hard-label column (default: the first of label, y, y_true, target, true_label, class).", rich_help_panel="Columns")]
-Target = Annotated[Optional[str], typer.Option(help="Soft-target columns: a comma list or glob, one per class, in class order.", rich_help_panel="Columns")]
+Target = Annotated[Optional[str], typer.Option(help="Soft-target columns: a comma list or glob, one per class, each paired with the prediction of its class by name (t_dog with p_dog).", rich_help_panel="Columns")]
 Pred = Annotated[Optional[str], typer.Option(help="Prediction columns: a comma list, a glob ('p_*') or one list column (default: auto-detected; see xent inspect).", rich_help_panel="Columns")]
 Classes = Annotated[Optional[str], typer.Option(help="Class names in order, comma-separated (names list-column classes, fixes the order).", rich_help_panel="Columns")]
 Weight = Annotated[Optional[str], typer.Option(help="Row-weight column (non-negative numbers).", rich_help_panel="Columns")]

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import pyarrow as pa
 
@@ -289,7 +289,7 @@ def inspect_layout(path: str, options: ScoreOptions) -> tuple[Source, pa.Schema,
         sources = resolve_sources([path], options.input_format, stack)
         layout, schema, _ = _setup(sources, options)
         counts = [readers.count_rows(source) for source in sources]
-        rows = None if None in counts else sum(c for c in counts if c is not None)
+        rows = None if None in counts else sum(cast(list[int], counts))
         if len(sources) == 1:
             return sources[0], schema, layout, rows
         return replace(sources[0], name=f"{path} ({len(sources)} files)"), schema, layout, rows

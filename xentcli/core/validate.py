@@ -187,8 +187,6 @@ def reason_counts(codes: Codes) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # The Python API's batches (Accumulator.update): the CLI's rules, with its default --sum-tol
 
-API_SUM_TOL = 1e-3
-
 
 def label_indices(labels: npt.ArrayLike, n_rows: int, n_classes: int) -> npt.NDArray[np.intp]:
     """Labels given to ``update`` as class indices, checked: integers in 0 .. n_classes − 1, one
@@ -212,7 +210,7 @@ def check_batch(preds: Floats, scale: str, labels: npt.NDArray[np.intp] | None, 
     """Refuse a batch given to ``update`` (class-major) that has an invalid row, as the CLI's
     default ``--on-invalid error`` does: nothing of it is added."""
     codes = check_rows(preds, None, scale, labels, targets, None, weights, None,
-                       Tolerance(API_SUM_TOL, False, check_sums))
+                       Tolerance(check_sums=check_sums))
     if codes is None:
         return
     bad = np.flatnonzero(codes)

@@ -319,9 +319,10 @@ def _finish_layout(
                          "e.g. --multilabel --target 'y_*' --pred 'p_*'")
     binary = not pred_is_list and len(preds) == 1 and target_columns is None
     if request.positive is not None and not binary:
+        what = ("a list column" if pred_is_list else "soft targets" if target_columns is not None
+                else f"{len(preds)} prediction columns")
         raise UsageError(f"--positive names the positive label of a binary file (one prediction "
-                         f"column); this one has {'a list column' if pred_is_list else len(preds)} "
-                         f"{'' if pred_is_list else 'prediction columns'}".rstrip())
+                         f"column and labels); this one has {what}")
     classes = _classes(schema, request, preds, pred_is_list, binary, label_kind, target_columns)
     positional = (label is not None and label_kind == "integer" and classes is not None
                   and not binary and not any(_is_int_text(c) for c in classes))

@@ -58,7 +58,7 @@ def sniff_format(head: bytes) -> str:
     TSV when its first line has tabs and no comma, else as CSV."""
     if head.startswith(b"PAR1"):
         return "parquet"
-    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
+    if head.startswith((b"ARROW1", b"\xff\xff\xff\xff", b"FEA1")):  # FEA1: Feather version 1
         return "arrow"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"{"):
@@ -83,7 +83,15 @@ def _sniffed_stdin(path: str) -> tuple[str, bytes]:
 
     try:
         with pa.input_stream(path + suffix, compression="detect") as stream:
-            return path + suffix, stream.read(1 << 16)
+            head = stream.read(1 << 16)
+            if sniff_format(head) not in ("parquet", "arrow"):
+                return path + suffix, head
+            # a compressed Parquet or Arrow file: readers seek in it, so it is decompressed whole
+            with open(path, "wb") as plain:
+                plain.write(head)
+                shutil.copyfileobj(stream, plain, 1 << 20)
+        os.remove(path + suffix)
+        return path, head
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{STDIN_NAME}: looks {suffix[1:]}-compressed but cannot be read as such: {exc}",
                         "check the stream, or decompress it before the pipe") from None
