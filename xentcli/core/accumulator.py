@@ -85,6 +85,9 @@ class Accumulator:
         invalid row raises :class:`~xentcli.errors.DataError` naming it, and nothing of it is
         added."""
         pred_cm = np.asarray(preds, dtype=np.float64).T
+        if pred_cm.ndim != 2 or pred_cm.shape[0] != self.n_classes:
+            raise DataError(f"preds: expected (rows, {self.n_classes}) probabilities, got shape "
+                            f"{pred_cm.T.shape}")
         target_cm = None if targets is None else np.asarray(targets, dtype=np.float64).T
         label_idx = None if labels is None else validate.label_indices(labels, pred_cm.shape[-1],
                                                                        self.n_classes)
