@@ -151,22 +151,27 @@ def _hint(problem: CellProblem, layout: Layout) -> str:
     if problem.reason == "sum_off":
         return "fix the model's output, raise --sum-tol, or pass --renormalize"
     if problem.reason == "unknown_label":
-        if layout.binary and layout.positive is None:
-            return ("with one prediction column the labels are 0/1 or true/false; for other "
-                    "values, name the positive one with --positive VALUE")
-        if layout.binary:
-            return "a binary file has two label values: --positive and one other"
-        if not layout.pred_is_list and len(layout.pred_columns) > 1:
-            for naming in class_namings(layout.pred_columns)[1:]:
-                if problem.value in {escape_value(name) for name in naming}:
-                    return f"the labels name the columns another way: pass --classes {','.join(naming)}"
-        return "check the class names (xent inspect FILE), or pass --classes"
+        return _label_hint(problem.value, layout)
     if problem.reason == "ragged_row":
         return "check the quoting and delimiter of that line"
     if problem.reason == "out_of_range" and layout.scale == "probs" and any(
             "logit" in c.lower() for c in layout.pred_columns):
         return "for logits, pass --scale logits; or " + SKIP_HINT
     return SKIP_HINT
+
+
+def _label_hint(value: str, layout: Layout) -> str:
+    """An unknown label (``value`` as quoted in the message): the flag that would make it known."""
+    if layout.binary and layout.positive is None:
+        return ("with one prediction column the labels are 0/1 or true/false; for other values, "
+                "name the positive one with --positive VALUE")
+    if layout.binary:
+        return "a binary file has two label values: --positive and one other"
+    if not layout.pred_is_list and len(layout.pred_columns) > 1:
+        for naming in class_namings(layout.pred_columns)[1:]:
+            if value in {escape_value(name) for name in naming}:
+                return f"the labels name the columns another way: pass --classes {','.join(naming)}"
+    return "check the class names (xent inspect FILE), or pass --classes"
 
 
 def _column_label(columns: Sequence[str]) -> str:

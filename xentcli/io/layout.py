@@ -132,7 +132,7 @@ def _missing_column(name: str, schema: pa.Schema, flag: str) -> DataError:
 def select_columns(spec: str, schema: pa.Schema, flag: str) -> list[str]:
     """A comma list or glob of column names, checked against the schema, in the order given
     (globs in file order)."""
-    if any(ch in spec for ch in "*?["):
+    if _is_glob(spec):
         names = [n for n in schema.names if fnmatch.fnmatchcase(n, spec)]
         if not names:
             raise DataError(f"{flag} {escape_value(spec)} matches no column",
@@ -370,7 +370,7 @@ def _paired_targets(targets: tuple[str, ...], preds: list[str], request: LayoutR
     if len(targets) != len(preds) or len(preds) < 2:
         return targets  # a count mismatch is reported with the classes
     target_names, pred_names = strip_shared_prefix(targets)[1], strip_shared_prefix(preds)[1]
-    if sorted(target_names) == sorted(pred_names) and len(set(pred_names)) == len(pred_names):
+    if sorted(target_names) == sorted(pred_names):  # distinct column names: distinct class names
         return tuple(targets[target_names.index(name)] for name in pred_names)
     if request.pred is not None and not _is_glob(request.pred) and not _is_glob(request.target):
         return targets

@@ -26,6 +26,10 @@ _SUFFIXES = {
     ".ndjson": "jsonl",
 }
 STDIN_NAME = "<stdin>"
+# compressed standard input, by its magic bytes → the suffix that makes the readers decompress it
+_COMPRESSION_MAGIC = {b"\x1f\x8b": ".gz", b"\x28\xb5\x2f\xfd": ".zst", b"BZh": ".bz2"}
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # the directory name of a null partition value
+PARTITION_METADATA = {b"xent:partition": b"1"}  # on the field of a column that directory names hold
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,6 @@ def format_from_suffix(path: str) -> str | None:
             lower = lower[: -len(compression)]
             break
     return _SUFFIXES.get(os.path.splitext(lower)[1])
-
-
-# compressed standard input, by its magic bytes → the suffix that makes the readers decompress it
-_COMPRESSION_MAGIC = {b"\x1f\x8b": ".gz", b"\x28\xb5\x2f\xfd": ".zst", b"BZh": ".bz2"}
 
 
 def sniff_format(head: bytes) -> str:
@@ -128,10 +128,6 @@ def _directory_sources(path: str) -> list[Source]:
                         f"({' and '.join('/'.join(k) or 'none' for k in sorted(keys))})",
                         "a partitioned dataset has the same key=value directories above every file")
     return sources
-
-
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-PARTITION_METADATA = {b"xent:partition": b"1"}  # on the field of a column that directory names hold
 
 
 def _partitions(root: str, path: str) -> tuple[tuple[str, str | None], ...]:
