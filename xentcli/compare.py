@@ -309,6 +309,7 @@ def _in_class_order(report: Report, rows: dict[str, npt.NDArray[Any]], classes: 
     """A report and its rows' targets with the same classes put in the order ``classes``: each
     number stays with its class, as scored (nothing is scored again)."""
     order = [list(report.classes).index(c) for c in classes]  # order[k]: where class k was
+
     def reordered(scores: Scores) -> Scores:
         return replace(scores, per_class=[scores.per_class[i] for i in order])
 

@@ -367,7 +367,7 @@ def _with_partitions(schema: pa.Schema, source: Source) -> pa.Schema:
     return schema
 
 
-def _add_partitions(batch: pa.RecordBatch, source: Source, keys: dict[str, str | None]) -> pa.RecordBatch:
+def _add_partitions(batch: pa.RecordBatch, keys: dict[str, str | None]) -> pa.RecordBatch:
     """The batch with each partition value as a column: one dictionary entry, every row on it."""
     import numpy as np
 
@@ -657,7 +657,7 @@ def iter_batches(
         batches = parquet.iter_batches(batch_size=chunk_rows, columns=[c for c in columns if c not in keys],
                                        use_threads=False)
         if keys:
-            batches = (_add_partitions(b, source, keys) for b in batches)
+            batches = (_add_partitions(b, keys) for b in batches)
     elif source.format == "arrow":
         batches = (b.select(list(columns)) for b in _ipc_batches(_open_ipc(source)))
     else:
