@@ -540,6 +540,15 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert result.err.strip()
 
 
+def test_invalid_rows_over_several_files_say_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The count covers every file, so the message says how many, even when the rows shown all
+    come from the first."""
+    bad = [HEADER] + ["dog,0.3,0.6,0.3"] * 8
+    first, second = write_csv(tmp_path / "m1.csv", bad), write_csv(tmp_path / "m2.csv", bad)
+    err = check_one_message(run_cli(capsys, "score", first, second), 3)
+    assert err.startswith("xent: error: 16 invalid rows in 2 files; first at ") and "m1.csv row 1" in err
+
+
 @pytest.mark.parametrize("command", ["score", "compare"])
 def test_standard_input_twice(capsys: pytest.CaptureFixture[str], command: str) -> None:
     result = run_cli(capsys, command, "-", "-")

@@ -148,6 +148,26 @@ def test_classes_in_another_order_binary_and_list(tmp_path: Path, capsys: Captur
         assert entry["accuracy"]["new"] == pytest.approx(recall, rel=RTOL)
 
 
+def test_gate_on_a_key_compare_does_not_report(tmp_path: Path, capsys: Capture) -> None:
+    """compare's per-class rows hold cross_entropy, mean_pred and accuracy: a gate on another key
+    is a usage error (exit 2), not a failed gate."""
+    labels, weak, better = _models(100, 12)
+    base, new = _write(tmp_path / "b.parquet", labels, weak), _write(tmp_path / "n.parquet", labels, better)
+    result = run_cli(capsys, "compare", base, new, "--fail-if", "per_class.kl_divergence[dog] > 1")
+    assert result.code == 2 and "has no kl_divergence" in result.err
+
+
+def test_new_report_names_its_classes_in_its_per_class_order(tmp_path: Path, capsys: Capture) -> None:
+    labels, weak, better = _models(100, 13)
+    base = _write(tmp_path / "base.parquet", labels, weak)
+    table = pq.read_table(_write(tmp_path / "tmp.parquet", labels, better))
+    new = tmp_path / "new.parquet"
+    pq.write_table(table.select(["label", "p_bird", "p_cat", "p_dog"]), new)
+    code, report, err = _compare(capsys, base, new, "--bootstrap", "0")
+    assert code == 0, err
+    assert report["new"]["layout"]["classes"] == [e["class"] for e in report["new"]["per_class"]] == CLASSES
+
+
 def test_rows_that_do_not_line_up(tmp_path: Path, capsys: Capture) -> None:
     labels, weak, better = _models(300, 6)
     base = _write(tmp_path / "base.parquet", labels, weak)

@@ -1058,6 +1058,33 @@ def test_update_refuses_an_invalid_batch_and_adds_nothing(batch: dict[str, Any],
     assert acc.finalize().rows == 2
 
 
+@pytest.mark.parametrize("batch", [
+    pytest.param({"labels": [0, 2], "targets": [[1, 0, 0], [0, 0, 1]]}, id="labels-and-targets"),
+    pytest.param({}, id="neither"),
+    pytest.param({"targets": [[1, 0], [0, 1]]}, id="targets-shape"),
+    pytest.param({"labels": [0, 2], "weights": [1.0]}, id="weights-shape"),
+    pytest.param({"labels": [0, 2], "preds": [[0.5, 0.5], [0.5, 0.5]]}, id="preds-shape"),
+])
+def test_update_refuses_batches_of_the_wrong_shape(batch: dict[str, Any]) -> None:
+    from xentcli.errors import DataError
+
+    acc = Accumulator(3)
+    preds = np.array(batch.pop("preds", [[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]]))
+    with pytest.raises(DataError):
+        acc.update(preds, **{k: np.array(v) for k, v in batch.items()})
+    assert acc.finalize().rows == 0
+
+
+def test_multilabel_update_refuses_a_batch_of_the_wrong_shape() -> None:
+    from xentcli.core.multilabel import MultilabelAccumulator
+    from xentcli.errors import DataError
+
+    acc = MultilabelAccumulator(3)
+    with pytest.raises(DataError):
+        acc.update(np.full((2, 2), 0.5), np.ones((2, 2)))
+    assert all(label.stats.rows == 0 for label in acc.per_label)
+
+
 def test_finalize_refuses_weights_whose_sum_overflows() -> None:
     """The API's accumulator too: every weight is finite, their sum is not."""
     from xentcli.errors import DataError

@@ -256,6 +256,21 @@ def test_hive_partitions_are_columns(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "partition key" in _role_line(inspected.out, "day")
 
 
+def test_dataset_skips_staging_folders_and_partition_keys_are_no_predictions(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Spark's _temporary and .spark-staging folders hold no committed data, and a partition key
+    named like the prediction columns (p_run=1) is a partition key, not a probability column."""
+    root = tmp_path / "ds"
+    for folder in ("p_run=1", "_temporary/0/p_run=1", ".spark-staging/p_run=1"):
+        (root / folder).mkdir(parents=True)
+    pq.write_table(DATA.table(), root / "p_run=1" / "part-0.parquet")
+    for junk in ("_temporary/0/p_run=1", ".spark-staging/p_run=1"):
+        pq.write_table(DATA.rows(0, 5).table(), root / junk / "part-0.parquet")
+    report = score_json(capsys, root)
+    assert_matches(report)
+    assert report["layout"]["pred_columns"] == list(PRED_COLUMNS)
+
+
 def test_hive_partitions_must_match(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for folder in ("region=eu", "day=1"):
         (tmp_path / "ds" / folder).mkdir(parents=True)
@@ -296,6 +311,10 @@ def _stdin_payload(kind: str) -> bytes:
         return DATA.text().encode("utf-8")
     if kind == "tsv":
         return DATA.text("\t").encode("utf-8")
+    if kind == "tsv-comma":  # a comma in a column's name: still more tabs than commas
+        lines = DATA.text("\t").splitlines()
+        lines = [lines[0] + "\tnote, free text"] + [line + "\tn" for line in lines[1:]]
+        return ("\n".join(lines) + "\n").encode("utf-8")
     if kind == "jsonl":
         return jsonl_text(DATA).encode("utf-8")
     if kind in ("csv.gz", "tsv.gz", "parquet.gz"):
@@ -315,7 +334,7 @@ def _stdin_payload(kind: str) -> bytes:
     return sink.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet", "arrow-file", "arrow-stream", "tsv", "jsonl",
+@pytest.mark.parametrize("kind", ["csv", "parquet", "arrow-file", "arrow-stream", "tsv", "tsv-comma", "jsonl",
                                   "csv.gz", "tsv.gz", "csv.bz2", "csv.zst", "parquet.gz"])
 def test_stdin(kind: str) -> None:
     """Standard input is sniffed: Parquet and Arrow by their magic bytes, gzip, bzip2 and zstd by

@@ -314,7 +314,8 @@ def _in_class_order(report: Report, rows: dict[str, npt.NDArray[Any]], classes: 
         return replace(scores, per_class=[scores.per_class[i] for i in order])
 
     groups = [replace(g, scores=reordered(g.scores)) for g in report.groups]
-    report = replace(report, classes=list(classes), scores=reordered(report.scores), groups=groups)
+    report = replace(report, classes=list(classes), scores=reordered(report.scores), groups=groups,
+                     layout={**report.layout, "classes": list(classes)})
     target = rows["target"]
     rows = {**rows, "target": np.argsort(order)[target] if target.ndim == 1 else target[:, order]}
     return report, rows

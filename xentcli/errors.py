@@ -84,14 +84,14 @@ class InvalidRowsError(DataError):
     count: int
     hint_text: str | None = None
     reason_counts: dict[str, int] = field(default_factory=dict)
+    n_files: int = 1  # inputs with invalid rows (more than those of the problems shown)
 
     def __post_init__(self) -> None:
         first = self.problems[0]
         noun = "row" if self.count == 1 else "rows"
         lines = [f"{self.file}: {self.count} invalid {noun}; first at {first.describe()}"]
         if first.file is not None:  # several files: each problem names its own
-            files = len({p.file for p in self.problems})
-            lines = [f"{self.count} invalid {noun} in {files} files; first at {first.describe()}"]
+            lines = [f"{self.count} invalid {noun} in {self.n_files} files; first at {first.describe()}"]
         lines += [f"  also {p.describe()}" for p in self.problems[1:]]
         if self.count > len(self.problems):
             lines.append(f"  ... and {self.count - len(self.problems)} more")

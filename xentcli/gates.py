@@ -398,6 +398,10 @@ def evaluate_gates(
     results = []
     for gate in gates:
         for name, row in _targets(gate, report):
+            if gate.key not in row:  # compare's per-class rows hold fewer keys than score's
+                keys = [k for k in row if k != "class"]
+                raise UsageError(f"gate {escape_value(gate.expr, 200)}: this report's {gate.scope} has "
+                                 f"no {gate.key}", f"it has {_some(keys)}")
             base = None
             if baseline is not None and gate.needs_baseline:
                 base = _baseline_value(gate, name, baseline, baseline_path)

@@ -118,27 +118,32 @@ class Problems:
 
     by_reason: dict[str, int] = field(default_factory=dict)
     shown: list[tuple[Source, CellProblem]] = field(default_factory=list)
+    files: set[str] = field(default_factory=set)  # the inputs that have any
 
     @property
     def count(self) -> int:
         return sum(self.by_reason.values())
 
-    def add(self, counts: dict[str, int]) -> None:
+    def add(self, counts: dict[str, int], source: Source) -> None:
         for reason, n in counts.items():
             self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        self.files.add(source.name)
 
     def merge(self, other: Problems) -> None:
-        self.add(other.by_reason)
+        for reason, n in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
         self.shown.extend(other.shown)
+        self.files |= other.files
 
     def error(self, file_order: dict[str, int], layout: Layout) -> InvalidRowsError:
         """The error for the first few problems in file and row order."""
         shown = sorted(self.shown, key=lambda item: (file_order.get(item[0].name, 0), item[1].row))
         shown = shown[:MAX_PROBLEMS_SHOWN]
         files = list(dict.fromkeys(s.name for s, _ in shown))
-        problems = [p if len(files) == 1 else replace(p, file=s.name) for s, p in shown]
-        return InvalidRowsError(", ".join(files), problems, self.count,
-                                _hint(shown[0][1], layout), dict(self.by_reason))
+        several = len(self.files) > 1  # the count spans them all, shown or not
+        problems = [replace(p, file=s.name) if several else p for s, p in shown]
+        return InvalidRowsError(", ".join(files), problems, self.count, _hint(shown[0][1], layout),
+                                dict(self.by_reason), len(self.files))
 
 
 SKIP_HINT = "fix the file, or pass --on-invalid skip to drop and count such rows"
@@ -436,7 +441,7 @@ def _accumulate_shared(acc: AnyAccumulator, rows: Rows, low: float | None,
 
 
 def _record_problems(run: Run, tally: Tally, chunk: Chunk, codes: validate.Codes) -> None:
-    tally.problems.add(validate.reason_counts(codes))
+    tally.problems.add(validate.reason_counts(codes), chunk.source)
     room = MAX_PROBLEMS_SHOWN - sum(p.reason != "ragged_row" for _, p in tally.problems.shown)
     for row in np.flatnonzero(codes)[: max(room, 0)]:
         problem = describe_problem(run.layout, chunk, int(row), int(codes[row]), run.settings.renormalize,
@@ -669,7 +674,7 @@ def renumber(run: Run) -> None:
 def _add_ragged(run: Run, tally: Tally, source: Source, ragged: readers.RaggedRows) -> None:
     if not ragged.count:
         return
-    tally.problems.add({"ragged_row": ragged.count})
+    tally.problems.add({"ragged_row": ragged.count}, source)
     tally.rows_read += ragged.count
     # pyarrow drops a ragged row, so later rows arrive numbered one lower: remember where they were
     run.ragged_rows[source.name] = sorted(line - 1 for line in ragged.lines if line is not None)

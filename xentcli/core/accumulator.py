@@ -84,14 +84,14 @@ class Accumulator:
         rows sum to 1 within 1e-3; labels 0 .. K − 1; weights finite and ≥ 0): a batch with an
         invalid row raises :class:`~xentcli.errors.DataError` naming it, and nothing of it is
         added."""
+        if (labels is None) == (targets is None):
+            raise DataError("update takes labels or targets, one of them")
         pred_cm = np.asarray(preds, dtype=np.float64).T
-        if pred_cm.ndim != 2 or pred_cm.shape[0] != self.n_classes:
-            raise DataError(f"preds: expected (rows, {self.n_classes}) probabilities, got shape "
-                            f"{pred_cm.T.shape}")
         target_cm = None if targets is None else np.asarray(targets, dtype=np.float64).T
+        weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
+        validate.check_shapes(pred_cm, self.n_classes, target_cm, weight_arr)
         label_idx = None if labels is None else validate.label_indices(labels, pred_cm.shape[-1],
                                                                        self.n_classes)
-        weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
         validate.check_batch(pred_cm, self.scale, label_idx, target_cm, weight_arr)
         with np.errstate(over="ignore"):  # sums of weights that overflow: finalize says so
             self.update_class_major(self.log_probs(pred_cm), label_idx, target_cm, weight_arr)

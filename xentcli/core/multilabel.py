@@ -50,6 +50,7 @@ class MultilabelAccumulator:
         weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
         pred_cm = np.asarray(preds, dtype=np.float64).T
         target_cm = np.asarray(targets, dtype=np.float64).T
+        validate.check_shapes(pred_cm, self.n_classes, target_cm, weight_arr)
         validate.check_batch(pred_cm, self.scale, None, target_cm, weight_arr, check_sums=False)
         self.update_columns(pred_cm, target_cm, weight_arr)
 

@@ -205,6 +205,18 @@ def label_indices(labels: npt.ArrayLike, n_rows: int, n_classes: int) -> npt.NDA
     return raw.astype(np.intp, copy=False)
 
 
+def check_shapes(preds: Floats, n_classes: int, targets: Floats | None, weights: Floats | None) -> None:
+    """A batch given to ``update`` (class-major): (classes, rows) predictions, targets of the same
+    shape, one weight per row."""
+    rows = preds.shape[-1] if preds.ndim else 0
+    if preds.ndim != 2 or preds.shape[0] != n_classes:
+        raise DataError(f"preds: expected (rows, {n_classes}) values, got shape {preds.T.shape}")
+    if targets is not None and targets.shape != preds.shape:
+        raise DataError(f"targets: expected the shape of preds, {preds.T.shape}, got {targets.T.shape}")
+    if weights is not None and weights.shape != (rows,):
+        raise DataError(f"weights: expected {rows} weights (one per row), got shape {weights.shape}")
+
+
 def check_batch(preds: Floats, scale: str, labels: npt.NDArray[np.intp] | None, targets: Floats | None,
                 weights: Floats | None, check_sums: bool = True) -> None:
     """Refuse a batch given to ``update`` (class-major) that has an invalid row, as the CLI's

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from xentcli.errors import DataError, UsageError, escape_value, one_of
+from xentcli.io.sources import PARTITION_METADATA
 
 LABEL_NAMES = ("label", "y", "y_true", "target", "true_label", "class")
 LIST_PRED_NAMES = ("probs", "probabilities", "y_pred", "pred", "logits")
@@ -287,7 +288,8 @@ def resolve_layout(schema: pa.Schema, request: LayoutRequest) -> Layout:
     else:
         index = _pandas_index(schema) - taken
         reasons.update({c: ("ignored", "the DataFrame index pandas wrote") for c in index})
-        preds, pred_is_list, pred_why = _auto_preds(schema, taken | index)
+        partitions = {f.name for f in schema if f.metadata == PARTITION_METADATA} - taken
+        preds, pred_is_list, pred_why = _auto_preds(schema, taken | index | partitions)
         if not preds:
             raise DataError("no prediction columns found",
                             "name a list column probs/pred/logits, add numeric probability "

@@ -55,7 +55,7 @@ def format_from_suffix(path: str) -> str | None:
 
 def sniff_format(head: bytes) -> str:
     """Parquet and Arrow by their magic bytes; text as JSON Lines when it starts with ``{``, as
-    TSV when its first line has tabs and no comma, else as CSV."""
+    TSV when its first line has more tabs than commas, else as CSV."""
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith((b"ARROW1", b"\xff\xff\xff\xff", b"FEA1")):  # FEA1: Feather version 1
@@ -64,7 +64,7 @@ def sniff_format(head: bytes) -> str:
     if text.startswith(b"{"):
         return "jsonl"
     first_line = text.split(b"\n", 1)[0]
-    if b"\t" in first_line and b"," not in first_line:
+    if first_line.count(b"\t") > first_line.count(b","):
         return "tsv"
     return "csv"
 
@@ -110,12 +110,14 @@ def _spool_stdin(stack: ExitStack, stream: BinaryIO) -> str:
 
 
 def _directory_sources(path: str) -> list[Source]:
-    files = sorted(
-        os.path.join(root, name)
-        for root, _dirs, names in os.walk(path)
-        for name in names
-        if format_from_suffix(name) == "parquet" and not name.startswith((".", "_"))
-    )
+    files = []
+    for root, dirs, names in os.walk(path):
+        # hidden and underscore names are not data, folders too (Spark's _temporary, a
+        # .spark-staging folder): as pyarrow's datasets skip them
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        files += [os.path.join(root, name) for name in names
+                  if format_from_suffix(name) == "parquet" and not name.startswith((".", "_"))]
+    files.sort()
     if not files:
         raise DataError(
             f"{path}: directory holds no Parquet files",
