@@ -254,6 +254,15 @@ def test_json_lines_bad_record(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert why in err
 
 
+def test_json_lines_invalid_row_names_its_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """SPEC 3: for text formats also the line; blank lines between records are no rows."""
+    good = '{"label": "cat", "p_cat": 0.7, "p_dog": 0.2, "p_bird": 0.1}'
+    bad = '{"label": "cat", "p_cat": null, "p_dog": 0.2, "p_bird": 0.1}'
+    path = tmp_path / "preds.jsonl"
+    path.write_text("\n".join([good, "", "", good, bad]) + "\n", encoding="utf-8")
+    check_data_error(run_cli(capsys, "score", path), path, row=3, line=5, column="p_cat", value="null")
+
+
 def test_json_lines_label_of_two_types(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A key whose values change JSON type: the first such row, its line, key and value."""
     path = tmp_path / "preds.jsonl"

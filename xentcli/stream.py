@@ -179,6 +179,12 @@ def _label_hint(value: str, layout: Layout) -> str:
     return "check the class names (xent inspect FILE), or pass --classes"
 
 
+def _line(source: Source, row: int) -> int | None:
+    """A text file's line of a data row, as it would be in a simple file (the header first for
+    CSV); the pipeline reads the true one from the file on the way to an error."""
+    return row + 1 if source.format in ("csv", "tsv") else row if source.format == "jsonl" else None
+
+
 def _column_label(columns: Sequence[str]) -> str:
     """How a message names a row of several columns: all of them, or the first of many."""
     return ",".join(columns) if len(columns) < 6 else columns[0]
@@ -495,7 +501,7 @@ def _sum_problem(layout: Layout, chunk: Chunk, row: int, sum_tol: float, renorma
     """A row whose sum is off: its prediction columns, or its --target columns when the
     predictions are fine and the targets are not (targets are never renormalized)."""
     file_row = chunk.first_row + row
-    line = file_row + 1 if chunk.source.format in ("csv", "tsv") else None
+    line = _line(chunk.source, file_row)
     values = chunk.decoded.preds[:, row]
     if layout.scale == "logprobs":
         values = np.exp(values)
@@ -519,7 +525,7 @@ def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormal
     """Locate a bad row's reason in a column and quote the cell as it was in the file."""
     reason, expected = validate.REASONS[code]
     file_row = chunk.first_row + row
-    line = file_row + 1 if chunk.source.format in ("csv", "tsv") else None
+    line = _line(chunk.source, file_row)
     if code in (validate.MISSING_LABEL, validate.UNKNOWN_LABEL) and layout.label_column:
         column = layout.label_column
         if code == validate.UNKNOWN_LABEL:

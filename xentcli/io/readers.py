@@ -686,6 +686,14 @@ def record_lines(source: Source, rows: set[int]) -> dict[int, int]:
         return found
     with pa.input_stream(source.path, compression="detect") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        if source.format == "jsonl":  # a record per line; blank lines are no rows
+            records = (number for number, line in enumerate(text, 1) if line.strip())
+            for row, number in enumerate(records, 1):
+                if row in wanted:
+                    found[row] = number
+                    if len(found) == len(wanted):
+                        break
+            return found
         reader = csv.reader(text, delimiter="\t" if source.format == "tsv" else ",")
         row, start = -1, 1  # the header is row 0
         for record in reader:
