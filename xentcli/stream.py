@@ -125,15 +125,17 @@ class Problems:
         return sum(self.by_reason.values())
 
     def add(self, counts: dict[str, int], source: Source) -> None:
-        for reason, n in counts.items():
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        self._count(counts)
         self.files.add(source.name)
 
     def merge(self, other: Problems) -> None:
-        for reason, n in other.by_reason.items():
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        self._count(other.by_reason)
         self.shown.extend(other.shown)
         self.files |= other.files
+
+    def _count(self, counts: dict[str, int]) -> None:
+        for reason, n in counts.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
 
     def error(self, file_order: dict[str, int], layout: Layout) -> InvalidRowsError:
         """The error for the first few problems in file and row order."""

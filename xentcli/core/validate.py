@@ -208,9 +208,9 @@ def label_indices(labels: npt.ArrayLike, n_rows: int, n_classes: int) -> npt.NDA
 def check_shapes(preds: Floats, n_classes: int, targets: Floats | None, weights: Floats | None) -> None:
     """A batch given to ``update`` (class-major): (classes, rows) predictions, targets of the same
     shape, one weight per row."""
-    rows = preds.shape[-1] if preds.ndim else 0
     if preds.ndim != 2 or preds.shape[0] != n_classes:
         raise DataError(f"preds: expected (rows, {n_classes}) values, got shape {preds.T.shape}")
+    rows = preds.shape[1]
     if targets is not None and targets.shape != preds.shape:
         raise DataError(f"targets: expected the shape of preds, {preds.T.shape}, got {targets.T.shape}")
     if weights is not None and weights.shape != (rows,):

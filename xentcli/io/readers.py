@@ -651,7 +651,8 @@ def iter_batches(
         batches = iter(_open_csv(source, column_types, columns, ragged))
     elif source.format == "parquet":
         parquet = _check_parquet_footer(source, dictionary_columns)
-        keys = _partition_keys(source, parquet.schema_arrow)
+        # only the partition columns asked for (--by, --id, a label): each costs ~30 µs a batch
+        keys = {k: v for k, v in _partition_keys(source, parquet.schema_arrow).items() if k in columns}
         # decoded on the reader thread alone: the scoring thread needs the other core (measured:
         # 10M rows 0.84 s with pyarrow's thread pool, 0.74 s without)
         batches = parquet.iter_batches(batch_size=chunk_rows, columns=[c for c in columns if c not in keys],
