@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import load_json, run_cli
+from helpers import load_json, run_cli, write_csv
 from sklearn.metrics import accuracy_score, log_loss
 
 RTOL = 1e-9
@@ -150,13 +152,32 @@ def test_classes_in_another_order_binary_and_list(tmp_path: Path, capsys: Captur
         assert entry["accuracy"]["new"] == pytest.approx(recall, rel=RTOL)
 
 
-def test_gate_on_a_key_compare_does_not_report(tmp_path: Path, capsys: Capture) -> None:
-    """compare's per-class rows hold cross_entropy, mean_pred and accuracy: a gate on another key
-    is a usage error (exit 2), not a failed gate."""
+def test_every_per_class_key_is_compared_and_gated(tmp_path: Path, capsys: Capture) -> None:
+    """compare's per-class rows hold every per-class key of SPEC section 1 (they held three, so a
+    gate on per_class.kl_divergence[dog], which SPEC's grammar allows, was refused); a gate on
+    groups, which compare does not report, is a usage error (exit 2), not a failed gate. Oracle:
+    each class's mean −log q over its rows, and its share, by NumPy."""
     labels, weak, better = _models(100, 12)
     base, new = _write(tmp_path / "b.parquet", labels, weak), _write(tmp_path / "n.parquet", labels, better)
-    result = run_cli(capsys, "compare", base, new, "--fail-if", "per_class.kl_divergence[dog] > 1")
-    assert result.code == 2 and "has no kl_divergence" in result.err
+    code, report, err = _compare(capsys, base, new, "--bootstrap", "0")
+    assert code == 0, err
+    for k, entry in enumerate(report["per_class"]):
+        assert set(entry) == {"class", "support", "share", "mean_pred", "cross_entropy", "loss_share",
+                              "kl_divergence", "entropy_pred", "accuracy"}
+        rows = labels == k
+        for side, probs in (("base", weak), ("new", better)):
+            assert entry["kl_divergence"][side] == pytest.approx(-np.log(probs[rows, k]).mean(), rel=RTOL)
+            assert entry["share"][side] == pytest.approx(rows.mean(), rel=RTOL)
+        assert entry["kl_divergence"]["diff"] == pytest.approx(
+            np.log(weak[rows, k]).mean() - np.log(better[rows, k]).mean(), rel=1e-7)
+    dog = CLASSES.index("dog")
+    expected = np.log(weak[labels == dog, dog]).mean() - np.log(better[labels == dog, dog]).mean()
+    for margin, code in ((-1e-9, 1), (1e-9, 0)):
+        gate = f"per_class.kl_divergence[dog] > {expected + margin}"
+        result = run_cli(capsys, "compare", base, new, "--fail-if", gate)
+        assert result.code == code, result.err
+    result = run_cli(capsys, "compare", base, new, "--fail-if", "groups.cross_entropy[*] > 1")
+    assert result.code == 2 and "has no groups" in result.err
 
 
 def test_rows_that_do_not_line_up(tmp_path: Path, capsys: Capture) -> None:
@@ -186,7 +207,8 @@ def test_ids_twice_in_a_file_and_rows_skipped_in_one_file(tmp_path: Path, capsys
     code, report, err = _compare(capsys, _write(tmp_path / "base2.parquet", labels, weak), new,
                                  "--on-invalid", "skip")
     assert code == 3 and report == {}
-    assert "don't line up (row order)" in err and "1 row(s) that" in err and "first '41'" in err
+    assert "don't line up (row order)" in err and "1 row(s) that" in err and "first row 41" in err
+    assert f"1 invalid row(s) of {new} were skipped" in err
 
 
 def test_rows_with_different_labels_are_named(tmp_path: Path, capsys: Capture) -> None:
@@ -212,3 +234,48 @@ def test_gates_on_the_difference(tmp_path: Path, capsys: Capture) -> None:
     assert code == 1 and report["passed"] is False
     assert report["gates"][0]["value"] == pytest.approx(_sk(labels, weak) - _sk(labels, better), rel=1e-9)
     assert "gate failed" in err
+
+
+def test_ties_follow_base_class_order_when_new_columns_are_reordered(tmp_path: Path, capsys: Capture) -> None:
+    """SPEC: ties go to the lowest class index, in the class order the report shows (BASE's).
+    NEW with the same predictions, its columns reordered, once lost every tied row (accuracy
+    1 → 0, so 'accuracy < 0' failed an identical model). Oracle: np.argmax over BASE's order."""
+    probs = np.array([[0.4, 0.4, 0.2], [0.3, 0.3, 0.4], [0.25, 0.5, 0.25], [0.45, 0.1, 0.45]])
+    labels = np.array([0, 2, 1, 0])
+    base = _write(tmp_path / "base.parquet", labels, probs)
+    new = tmp_path / "new.parquet"
+    pq.write_table(pq.read_table(base).select(["label", "p_dog", "p_bird", "p_cat"]), new)
+    code, report, err = _compare(capsys, base, new, "--bootstrap", "50", "--fail-if", "accuracy < 0")
+    assert code == 0, err
+    hits = probs.argmax(axis=1) == labels
+    assert report["metrics"]["accuracy"]["base"] == report["metrics"]["accuracy"]["new"] == hits.mean()
+    assert report["metrics"]["accuracy"]["diff"] == 0
+    assert report["metrics"]["accuracy"]["ci_low"] == report["metrics"]["accuracy"]["ci_high"] == 0
+    for k, entry in enumerate(report["per_class"]):
+        assert entry["class"] == CLASSES[k]
+        assert entry["accuracy"]["new"] == pytest.approx(hits[labels == k].mean(), rel=RTOL)
+
+
+def test_rows_with_different_weights_do_not_pair(tmp_path: Path, capsys: Capture) -> None:
+    """--weight applies to both files; paired rows with different weights made a difference with
+    a bootstrap interval that did not contain it (the interval used BASE's weights for both)."""
+    lines = ["label,p_cat,p_dog,p_bird,w", "cat,0.6,0.3,0.1,1", "dog,0.2,0.7,0.1,1"]
+    base = write_csv(tmp_path / "b.csv", lines)
+    new = write_csv(tmp_path / "n.csv", [*lines[:2], "dog,0.2,0.7,0.1,5"])
+    code, report, err = _compare(capsys, base, new, "--weight", "w")
+    assert code == 3 and report == {}
+    assert f"different weights (row order); first at row 2: 1.0 in {base}, 5.0 in {new}" in err
+
+
+def test_compare_csv_has_row_counts_and_gates(tmp_path: Path, capsys: Capture) -> None:
+    """compare's CSV, like score's, carries the row counts and each gate's outcome."""
+    labels, weak, better = _models(50, 3)
+    base, new = _write(tmp_path / "b.parquet", labels, weak), _write(tmp_path / "n.parquet", labels, better)
+    result = run_cli(capsys, "compare", base, new, "-f", "csv", "--bootstrap", "0",
+                     "--fail-if", "cross_entropy > 100", "--fail-if", "cross_entropy < -100")
+    assert result.code == 0, result.err
+    rows = list(csv.reader(io.StringIO(result.out)))
+    assert ["rows", "", "paired", "50", "50", "", "", ""] in rows
+    assert ["rows", "", "read", "50", "50", "", "", ""] in rows
+    assert ["gate", "", "cross_entropy > 100", "", "", "pass", "", ""] in rows
+    assert len([r for r in rows if r[0] == "class"]) == 3 * 8  # every per-class key

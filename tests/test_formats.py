@@ -222,7 +222,7 @@ def test_directory_of_parquet_files_is_one_dataset(
     assert len(report["inputs"]) == 3
 
 
-def _hive_dataset(root: Path) -> dict[tuple[str, str], Data]:
+def _hive_dataset(root: Path) -> dict[tuple[str | None, str], Data]:
     """DATA cut into region=…/day=… directories (region also the null partition, and a value
     that needs %-escaping), the part of each."""
     regions = ["eu", "us west", "__HIVE_DEFAULT_PARTITION__"]
@@ -233,18 +233,19 @@ def _hive_dataset(root: Path) -> dict[tuple[str, str], Data]:
         folder.mkdir(parents=True)
         part = DATA.rows(bounds[i], bounds[i + 1])
         pq.write_table(part.table(), folder / "part-0.parquet")
-        parts[("null" if region.startswith("__") else region, day)] = part
+        parts[(None if region.startswith("__") else region, day)] = part
     return parts
 
 
 def test_hive_partitions_are_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """key=value directories of a dataset are text columns of its rows: --by region gives each
-    region's metrics (scikit-learn on its rows); the null partition is the group null."""
+    region's metrics (scikit-learn on its rows); the null partition is the group null (JSON
+    null, as a null cell is: not the text "null")."""
     parts = _hive_dataset(tmp_path / "ds")
     report = score_json(capsys, tmp_path / "ds", "--by", "region")
     assert_matches(report)
     groups = {g["by"]["region"]: g for g in report["groups"]}
-    assert sorted(groups) == ["eu", "null", "us west"]
+    assert list(groups) == ["eu", "us west", None]  # text in order, then null
     for region, group in groups.items():
         rows = [parts[(region, day)] for day in ("1", "2")]
         data = Data(np.concatenate([r.labels for r in rows]), np.concatenate([r.probs for r in rows]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -201,9 +202,10 @@ def test_group_block_whose_rows_are_all_skipped(tmp_path: Path, capsys: Capture)
 
 
 def test_group_values_that_read_the_same_are_one_group(tmp_path: Path, capsys: Capture) -> None:
-    """A null and the text "null" both read "null", and an Arrow dictionary may hold a value
-    twice: each such group is one group with all its rows (the summed-by-key path once counted
-    only one of them). Oracle: sklearn's log_loss on the rows of each group."""
+    """An Arrow dictionary may hold a value twice: such a group is one group with all its rows
+    (the summed-by-key path once counted only one of them). A null and the text "null" are two
+    groups, as in SQL (they were merged into one "null" group, whose numbers were then neither's);
+    the null one is null in JSON. Oracle: sklearn's log_loss on the rows of each group."""
     import pyarrow as pa
     import pyarrow.feather as feather
     import pyarrow.parquet as pq
@@ -217,7 +219,7 @@ def test_group_values_that_read_the_same_are_one_group(tmp_path: Path, capsys: C
     region = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 1, 0], pa.int32()),
                                             pa.array(["eu", "eu", "us"]))
     feather.write_feather(pa.table({**columns, "region": region}), twice)
-    cases = ((nulls, {"null": [0, 1, 3], "eu": [2, 4]}), (twice, {"eu": [0, 1, 3, 4], "us": [2]}))
+    cases = ((nulls, {"null": [0], None: [1, 3], "eu": [2, 4]}), (twice, {"eu": [0, 1, 3, 4], "us": [2]}))
     for path, members in cases:
         result = run_cli(capsys, "score", path, "--by", "region", "-f", "json")
         assert result.code == 0, result.err
@@ -245,3 +247,77 @@ def test_a_bad_row_is_located_on_its_line(tmp_path: Path, capsys: Capture, bad: 
     result = run_cli(capsys, "score", path, "--pred", "p_a,p_b")
     assert result.code == 3, result.err
     assert f"row 2 (line {line})" in result.err_lines()[0], result.err
+
+
+# --- a QA pass over --by, compare and gates ----------------------------------------------------
+
+
+def test_prior_entropy_is_h_of_the_mean_target_as_written(tmp_path: Path, capsys: Capture) -> None:
+    """SPEC: prior_entropy = H(p̄), p̄ = Σ w p / W. Soft targets that sum to 0.9995 (inside
+    --sum-tol) were renormalised first, which made the prior smaller than entropy_target, and a
+    single row's prior differ from its H(p). Oracle: scipy.special.entr."""
+    from scipy.special import entr
+
+    path = write_csv(tmp_path / "soft.csv", ["t_a,t_b,p_a,p_b", "0.5,0.4995,0.6,0.4", "0.5,0.4995,0.3,0.7"])
+    result = run_cli(capsys, "score", path, "--target", "t_*", "--pred", "p_*", "-f", "json")
+    assert result.code == 0, result.err
+    metrics = load_json(result.out)["metrics"]
+    expected = float(entr(np.array([0.5, 0.4995])).sum())
+    assert metrics["prior_entropy"] == pytest.approx(expected, rel=1e-13)
+    assert metrics["prior_entropy"] == pytest.approx(metrics["entropy_target"], rel=1e-13)  # equal rows
+    ne = metrics["cross_entropy"] / expected
+    assert metrics["normalized_cross_entropy"] == pytest.approx(ne, rel=1e-13)
+
+
+def test_groups_come_in_number_order_then_text_then_null(tmp_path: Path, capsys: Capture) -> None:
+    """Group values that are numbers are ordered by value (9 before 10; they were ordered as text,
+    10 first), text after them, a null last."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard = ["10", "9", "x", None, "-1.5", "9", "abc"]
+    n = len(shard)
+    pq.write_table(pa.table({"label": ["a", "b"] * 3 + ["a"], "p_a": [0.6] * n, "p_b": [0.4] * n,
+                             "shard": shard}), tmp_path / "g.parquet")
+    result = run_cli(capsys, "score", tmp_path / "g.parquet", "--by", "shard", "-f", "json")
+    assert result.code == 0, result.err
+    groups = load_json(result.out)["groups"]
+    assert [g["by"]["shard"] for g in groups] == ["-1.5", "9", "10", "abc", "x", None]
+    assert [g["rows"] for g in groups] == [1, 2, 1, 1, 1, 1]
+
+
+def test_a_gate_on_a_group_name_two_groups_share_is_refused(tmp_path: Path, capsys: Capture) -> None:
+    """Gate names join a group's values with ',': (a | b,c) and (a,b | c) both read a,b,c, and
+    a gate on [a,b,c] silently gated one of them. It is now a usage error; [*] gates both.
+    Oracle: log_loss of each row."""
+    lines = ["label,p_a,p_b,g1,g2", 'a,0.9,0.1,a,"b,c"', 'a,0.2,0.8,"a,b",c']
+    path = write_csv(tmp_path / "g.csv", lines)
+    result = run_cli(capsys, "score", path, "--by", "g1", "--by", "g2", "--fail-if",
+                     "groups.cross_entropy[a,b,c] > 1")
+    assert result.code == 2
+    assert "2 groups in the report read 'a,b,c'" in result.err
+    result = run_cli(capsys, "score", path, "--by", "g1", "--by", "g2", "-f", "json", "--fail-if",
+                     "groups.cross_entropy[*] > 1")
+    assert result.code == 1
+    values = sorted(g["value"] for g in load_json(result.out)["gates"])
+    assert values == pytest.approx(sorted([-math.log(0.9), -math.log(0.2)]), rel=RTOL)
+
+
+def test_group_column_given_twice_is_a_usage_error(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "g.csv", ["label,p_a,p_b,g", "a,0.9,0.1,x"])
+    result = run_cli(capsys, "score", path, "--by", "g", "--by", "g")
+    assert result.code == 2 and "--by 'g' is given more than once" in result.err
+
+
+def test_a_gate_failing_at_its_boundary_shows_numbers_that_differ(tmp_path: Path, capsys: Capture) -> None:
+    """A gate that fails by less than the fourth decimal said 'value 0.6016, threshold 0.6016'."""
+    lines, labels, probs = _csv_rows(np.random.default_rng(4), 50)
+    path = write_csv(tmp_path / "p.csv", lines)
+    ce = float(log_loss(labels, probs, labels=[0, 1]))
+    threshold = float(f"{ce:.6f}") - 1e-6  # below ce, and the same to four decimals
+    result = run_cli(capsys, "score", path, "--fail-if", f"cross_entropy > {threshold!r}")
+    assert result.code == 1
+    line = next(line for line in result.err_lines() if line.startswith("gate failed"))
+    shown = re.search(r"value (\S+), threshold (\S+)\)", line)
+    assert shown is not None and shown[1] != shown[2], line
+    assert float(shown[1]) > float(shown[2])

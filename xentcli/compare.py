@@ -24,7 +24,7 @@ from xentcli.core.accumulator import Scores, unit_factor
 from xentcli.core.kernels import Floats, LogProbs, row_stats
 from xentcli.errors import DataError, UsageError, escape_value
 from xentcli.pipeline import ScoreOptions, score
-from xentcli.report.model import SCHEMA_VERSION, GateOutcome, Report
+from xentcli.report.model import PER_CLASS_KEYS, SCHEMA_VERSION, GateOutcome, Report
 from xentcli.stream import Chunk, Rows
 
 MAX_BUCKETS = 4096
@@ -101,10 +101,11 @@ class RowCollector:
 
 
 def _pair(base: dict[str, npt.NDArray[Any]], new: dict[str, npt.NDArray[Any]], join: str,
-          names: tuple[str, str], classes: Sequence[str],
+          names: tuple[str, str], classes: Sequence[str], skipped: tuple[int, int] = (0, 0),
           ) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.intp] | None]:
     """Indices into base and new that put the same rows side by side (None: the rows are in that
-    order already); every row must pair."""
+    order already); every row must pair. ``skipped``: each side's invalid rows that were
+    skipped, which a row missing on one side may be."""
     base_keys, new_keys = base["key"], new["key"]
     (base_order, base_twice), (new_order, new_twice) = _sort_order(base_keys), _sort_order(new_keys)
     for name, twice in zip(names, (base_twice, new_twice), strict=True):
@@ -116,22 +117,39 @@ def _pair(base: dict[str, npt.NDArray[Any]], new: dict[str, npt.NDArray[Any]], j
         missing = np.setdiff1d(base_keys, new_keys)
         extra = np.setdiff1d(new_keys, base_keys)
         where = (f"{names[0]} has {len(missing)} row(s) that {names[1]} lacks"
-                 + (f", first {escape_value(missing[0])}" if len(missing) else "")
+                 + (f", first {_row_named(join, missing[0])}" if len(missing) else "")
                  + f"; {names[1]} has {len(extra)} that {names[0]} lacks"
-                 + (f", first {escape_value(extra[0])}" if len(extra) else ""))
-        raise DataError(f"the rows don't line up ({join}): {where}",
+                 + (f", first {_row_named(join, extra[0])}" if len(extra) else ""))
+        dropped = [f"{n} invalid row(s) of {name} were skipped"
+                   for n, name in zip(skipped, names, strict=True) if n]
+        raise DataError(f"the rows don't line up ({join}): {where}"
+                        + (f" ({'; '.join(dropped)}: a row is paired only when it is valid in both)"
+                           if dropped else ""),
                         "compare predictions for the same rows; pass --id COL to pair by a row id")
     base_targets, new_targets = _taken(base["target"], base_order), _taken(new["target"], new_order)
     if not np.array_equal(base_targets, new_targets):
         differ = base_targets != new_targets
         first = int(np.flatnonzero(differ if differ.ndim == 1 else differ.any(axis=1))[0])
-        key = _taken(base_keys, base_order)[first]
-        where = f"id {escape_value(key)}" if join.startswith("id:") else f"row {key}"
+        where = _row_named(join, _taken(base_keys, base_order)[first])
         what = (f": {escape_value(classes[base_targets[first]])} in {names[0]}, "
                 f"{escape_value(classes[new_targets[first]])} in {names[1]}" if differ.ndim == 1 else "")
         raise DataError(f"the paired rows have different labels or targets ({join}); first at {where}{what}",
                         "both files must hold the same rows; pair them with --id COL")
+    if "weight" in base:  # --weight applies to both inputs: both have weights, or neither has
+        base_weights, new_weights = _taken(base["weight"], base_order), _taken(new["weight"], new_order)
+        if not np.array_equal(base_weights, new_weights):
+            first = int(np.flatnonzero(base_weights != new_weights)[0])
+            a, b = float(base_weights[first]), float(new_weights[first])
+            raise DataError(f"the paired rows have different weights ({join}); first at "
+                            f"{_row_named(join, _taken(base_keys, base_order)[first])}: "
+                            f"{a!r} in {names[0]}, {b!r} in {names[1]}",
+                            "the bootstrap pairs rows of equal weight: give both files the same weights")
     return base_order, new_order
+
+
+def _row_named(join: str, key: Any) -> str:
+    """A paired row as the message names it: by its id, or by its row number."""
+    return f"id {escape_value(key)}" if join.startswith("id:") else f"row {key}"
 
 
 def _sort_order(keys: npt.NDArray[Any]) -> tuple[npt.NDArray[np.intp] | None, Any]:
@@ -170,9 +188,9 @@ def _ratio_metrics(sums: Floats, prior: Floats) -> dict[str, Floats]:
     return out
 
 
-def _entropy_rows(distribution: Floats) -> Floats:
-    """H of each row of (replicates, classes) unnormalised class weights."""
-    total = distribution.sum(axis=-1, keepdims=True)
+def _entropy_rows(distribution: Floats, total: Floats) -> Floats:
+    """H(p̄) of each replicate: its (replicates, classes) class supports over its weight sum
+    (replicates, 1), as :func:`xentcli.core.accumulator.entropy_of`."""
     p = np.where(total > 0, distribution / np.where(total > 0, total, 1), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
@@ -188,11 +206,12 @@ def bootstrap_diffs(base: dict[str, Floats], new: dict[str, Floats], n_classes: 
     weight = base.get("weight")
     weight = np.ones(n_rows) if weight is None else weight
     targets = base["target"]
+    bucket_weight = np.bincount(bucket, weight, buckets)
 
     def bucket_sums(values: dict[str, Floats]) -> Floats:
         per_row = {"kl": values["loss"], **values}  # with hard labels the KL is the loss (not kept)
         columns = [np.bincount(bucket, per_row[s] * weight, buckets) for s in _STATS]
-        return np.stack([*columns, np.bincount(bucket, weight, buckets)], axis=1)
+        return np.stack([*columns, bucket_weight], axis=1)
 
     if targets.ndim == 1:
         support = np.bincount(bucket * n_classes + targets, weight,
@@ -201,7 +220,7 @@ def bootstrap_diffs(base: dict[str, Floats], new: dict[str, Floats], n_classes: 
         support = np.stack([np.bincount(bucket, targets[:, k] * weight, buckets)
                             for k in range(n_classes)], axis=1)
     counts = rng.multinomial(buckets, np.full(buckets, 1.0 / buckets), size=replicates).astype(np.float64)
-    prior = _entropy_rows(counts @ support)
+    prior = _entropy_rows(counts @ support, (counts @ bucket_weight)[:, None])
     base_metrics = _ratio_metrics(counts @ bucket_sums(base), prior)
     new_metrics = _ratio_metrics(counts @ bucket_sums(new), prior)
     return {k: new_metrics[k] - base_metrics[k] for k in CI_METRICS}
@@ -284,15 +303,19 @@ def compare(base_paths: Sequence[str], new_paths: Sequence[str], options: Compar
     if [*base_paths, *new_paths].count("-") > 1:
         raise UsageError("standard input (-) is given more than once", "it can be read once")
     base_report, base = _scored(base_paths, score_options)
-    new_report, new = _scored(new_paths, score_options)
     classes = base_report.classes
+    # NEW's columns in BASE's class order where they name the same classes, so that NEW's ties
+    # go to the lowest class index in the order the report shows (accuracy, per class too)
+    in_base_order = replace(score_options.layout, class_order=tuple(classes))
+    new_report, new = _scored(new_paths, replace(score_options, layout=in_base_order))
     if sorted(new_report.classes) != sorted(classes):
         raise DataError(f"the two inputs have different classes ({', '.join(classes)} against "
                         f"{', '.join(new_report.classes)})", "compare predictions of the same task")
-    if new_report.classes != classes:  # the same classes in another order (columns, binary, list)
+    if new_report.classes != classes:  # the same classes in another order (binary, list)
         new_report, new = _in_class_order(new_report, new, classes)
     join = f"id:{options.id_column}" if options.id_column else "row order"
-    base_order, new_order = _pair(base, new, join, (", ".join(base_paths), ", ".join(new_paths)), classes)
+    base_order, new_order = _pair(base, new, join, (", ".join(base_paths), ", ".join(new_paths)), classes,
+                                  (base_report.rows.skipped, new_report.rows.skipped))
     base, new = _in_order(base, base_order), _in_order(new, new_order)
     return _assemble(base_report, new_report, base, new, options, join)
 
@@ -340,7 +363,7 @@ def _assemble(base_report: Report, new_report: Report, base: dict[str, Floats], 
         metrics[key] = MetricComparison(a, b, _diff(a, b), low, high)
     per_class = [{"class": name, **{k: {"base": getattr(ca, k), "new": getattr(cb, k),
                                         "diff": _diff(getattr(ca, k), getattr(cb, k))}
-                                    for k in ("cross_entropy", "mean_pred", "accuracy")}}
+                                    for k in PER_CLASS_KEYS}}
                  for name, ca, cb in zip(base_report.classes, base_report.scores.per_class,
                                          new_report.scores.per_class, strict=True)]
     return CompareReport(base_report, new_report, join, len(base["loss"]), options.bootstrap,

@@ -280,20 +280,35 @@ def _as_text(raw: object) -> str:
     return str(raw)
 
 
-def _entries(doc: Mapping[str, Any], scope: str) -> dict[str, Mapping[str, Any]]:
-    """Metric rows of one scope by name: ``{"": metrics}``, classes, or joined group values."""
+def _entries(doc: Mapping[str, Any], scope: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """Metric rows of one scope with their names: ``("", metrics)``, classes, or group values
+    joined with ","; two groups may read the same (a value "b,c" next to "b" and "c", a null and
+    the text "null"), and each is kept."""
     items = doc.get(scope)
     if scope == "metrics":
-        return {"": items} if isinstance(items, Mapping) else {}
-    found: dict[str, Mapping[str, Any]] = {}
+        return [("", items)] if isinstance(items, Mapping) else []
+    found: list[tuple[str, Mapping[str, Any]]] = []
     for entry in items if isinstance(items, list) else []:
         if scope == "per_class" and isinstance(entry, Mapping):
-            found[_as_text(entry.get("class"))] = entry
+            found.append((_as_text(entry.get("class")), entry))
         elif isinstance(entry, Mapping) and isinstance(entry.get("by"), Mapping):
             metrics = entry.get("metrics")
             if isinstance(metrics, Mapping):
-                found[",".join(_as_text(v) for v in entry["by"].values())] = metrics
+                found.append((",".join(_as_text(v) for v in entry["by"].values()), metrics))
     return found
+
+
+def _named(entries: list[tuple[str, Mapping[str, Any]]], name: str, gate: Gate,
+           error: type[UsageError] | type[DataError], where: str) -> Mapping[str, Any] | None:
+    """The entry called ``name`` (None: there is none); a name that several groups read as is
+    refused rather than gating one of them."""
+    rows = [row for entry, row in entries if entry == name]
+    if len(rows) > 1:
+        raise error(f"gate {escape_value(gate.expr, 200)}: {len(rows)} groups in {where} read "
+                    f"{escape_value(name)} (their values joined with ',', a null as null), so "
+                    "the gate cannot tell which one it means",
+                    "gate them all with groups.KEY[*], or make the values distinct")
+    return rows[0] if rows else None
 
 
 def _json_text(raw: object, limit: int = 300) -> str:
@@ -310,20 +325,21 @@ def _some(names: Sequence[str], limit: int = 20) -> str:
 def _targets(gate: Gate, report: Mapping[str, Any]) -> list[tuple[str | None, Mapping[str, Any]]]:
     entries = _entries(report, gate.scope)
     if gate.scope == "metrics":
-        return [(None, entries.get("", {}))]
+        return [(None, entries[0][1] if entries else {})]
     noun = "class" if gate.scope == "per_class" else "group"
     if not entries:
         hint = "score with --by COL to get groups" if noun == "group" else None
         message = f"gate {escape_value(gate.expr, 200)}: the report has no {gate.scope}"
         raise UsageError(message, hint)
     if gate.selector is None:
-        return list(entries.items())
-    if gate.selector not in entries:
+        return list(entries)
+    row = _named(entries, gate.selector, gate, UsageError, "the report")
+    if row is None:
         raise UsageError(
             f"gate {escape_value(gate.expr, 200)}: no {noun} {escape_value(gate.selector)} "
-            f"in the report; it has {_some(list(entries))}"
+            f"in the report; it has {_some(list(dict.fromkeys(name for name, _ in entries)))}"
         )
-    return [(gate.selector, entries[gate.selector])]
+    return [(gate.selector, row)]
 
 
 def check_classes(gates: Sequence[Gate], classes: Sequence[str]) -> None:
@@ -338,8 +354,9 @@ def check_classes(gates: Sequence[Gate], classes: Sequence[str]) -> None:
 def _baseline_value(
     gate: Gate, name: str | None, baseline: Mapping[str, Any], path: str | None
 ) -> float | None:
-    row = _entries(baseline, gate.scope).get("" if name is None else name)
     metric, where = gate.metric_text(name), escape_value(path or "(unnamed)", 200)
+    row = _named(_entries(baseline, gate.scope), "" if name is None else name, gate, DataError,
+                 f"baseline {where}")
     if row is None or gate.key not in row:
         raise DataError(
             f"baseline {where} has no {metric}",
@@ -421,14 +438,25 @@ def _format_number(value: float | None, precision: int) -> str:
     return f"{value:.{precision}g}"
 
 
+def _value_and_threshold(result: GateResult, precision: int) -> tuple[str, str]:
+    """Both numbers at ``precision`` digits, or with as many more as it takes to tell them apart
+    when they differ (a gate failed at its boundary: not "value 0.6016, threshold 0.6016")."""
+    texts = ("", "")
+    for digits in range(precision, 18):
+        texts = _format_number(result.value, digits), _format_number(result.threshold, digits)
+        if texts[0] != texts[1] or result.value == result.threshold:
+            break
+    return texts
+
+
 def failure_lines(results: Sequence[GateResult], precision: int = 4) -> list[str]:
     """One line per failed gate: ``gate failed: EXPR (value V, threshold T)``."""
-    return [
-        f"gate failed: {r.expr} (value {_format_number(r.value, precision)}, "
-        f"threshold {_format_number(r.threshold, precision)})"
-        for r in results
-        if not r.passed
-    ]
+    lines = []
+    for r in results:
+        if not r.passed:
+            value, threshold = _value_and_threshold(r, precision)
+            lines.append(f"gate failed: {r.expr} (value {value}, threshold {threshold})")
+    return lines
 
 
 class _NonFinite(ValueError):

@@ -17,7 +17,7 @@ from xentcli.io import readers
 from xentcli.io.decode import LabelMapper, list_width
 from xentcli.io.layout import Layout, LayoutRequest, resolve_layout
 from xentcli.io.sources import Source, resolve_sources
-from xentcli.report.model import GroupReport, Report, RowCounts, WorstRow
+from xentcli.report.model import GroupReport, Report, RowCounts, WorstRow, group_order
 from xentcli.stream import RowSink, Run, StreamSettings, renumber, score_source
 
 DEFAULT_CHUNK_ROWS = 65_536
@@ -59,6 +59,10 @@ class ScoreOptions:
         if self.layout.label is not None and self.layout.target is not None:
             raise UsageError("--label and --target both name the targets: give --label COL for hard "
                              "labels or --target COLS for distributions")
+        twice = sorted({c for c in self.layout.by if list(self.layout.by).count(c) > 1})
+        if twice:
+            raise UsageError(f"--by {escape_value(twice[0])} is given more than once",
+                             "give each group column once")
 
     def signature(self) -> str:
         """The settings that change the numbers, sacrebleu-style."""
@@ -256,7 +260,8 @@ def _report(run: Run, options: ScoreOptions, sources: Sequence[Source]) -> Repor
 
 
 def _groups(run: Run, base: str) -> list[GroupReport]:
-    finalized = [(key, acc.finalize(base)) for key, acc in sorted(run.tally.groups.items())]
+    keys = sorted(run.tally.groups, key=group_order)
+    finalized = [(key, run.tally.groups[key].finalize(base)) for key in keys]
     return [GroupReport(dict(zip(run.layout.group_columns, key, strict=True)), scores.rows, scores)
             for key, scores in finalized]
 

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from xentcli.core import validate
-from xentcli.core.accumulator import Accumulator, GroupTable, Scale
+from xentcli.core.accumulator import Accumulator, GroupKey, GroupTable, Scale
 from xentcli.core.kernels import (
     HardRows,
     LogProbs,
@@ -197,7 +197,7 @@ class Tally:
     """Everything a pass accumulates; one per file pass, merged into the run's when it succeeds."""
 
     total: AnyAccumulator
-    groups: dict[tuple[str, ...], AnyAccumulator] = field(default_factory=dict)
+    groups: dict[GroupKey, AnyAccumulator] = field(default_factory=dict)
     group_table: GroupTable | None = None  # groups' hard-label sums, moved to ``groups`` at merge
     worst: list[tuple[float, int, WorstRow]] = field(default_factory=list)  # heap of (loss, -ordinal)
     problems: Problems = field(default_factory=Problems)
@@ -549,24 +549,32 @@ def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormal
     return CellProblem(file_row, column, _cell_text(chunk.batch, column, row), reason, expected, line)
 
 
-def group_text(value: Any) -> str:
+def group_value(value: Any) -> str | None:
+    """A cell of a --by column as its group's value: text, None for a null (a group apart from
+    a text cell "null", as in SQL's GROUP BY)."""
     if value is None:
-        return "null"
+        return None
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _group_codes(batch: pa.RecordBatch, names: Sequence[str]) -> tuple[Index, list[list[str]], int]:
+def _id_text(value: Any) -> str:
+    text = group_value(value)
+    return "null" if text is None else text
+
+
+def _group_codes(batch: pa.RecordBatch, names: Sequence[str],
+                 ) -> tuple[Index, list[list[str | None]], int]:
     """One integer key per row for the combination of its group values, each column's value
     texts (the key of a row is Σ code_j · stride_j over the group columns), and the number of
     possible keys."""
     key = np.zeros(batch.num_rows, dtype=np.int64)
-    texts: list[list[str]] = []
+    texts: list[list[str | None]] = []
     for name in names:
         column = batch.column(name)
         encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
-        values = [group_text(v) for v in encoded.dictionary.to_pylist()] + ["null"]
+        values = [group_value(v) for v in encoded.dictionary.to_pylist()] + [None]
         key = key * len(values) + ints_or(encoded.indices, len(values) - 1)
         texts.append(values)
     return key, texts, math.prod(len(values) for values in texts)
@@ -585,7 +593,7 @@ def _dense_keys(keys: Index, space: int) -> tuple[Index, Index]:
     return np.flatnonzero(present), position[keys]
 
 
-def _group_values(key: int, texts: list[list[str]]) -> tuple[str, ...]:
+def _group_values(key: int, texts: list[list[str | None]]) -> GroupKey:
     values = []
     for column in reversed(texts):
         key, code = divmod(key, len(column))
@@ -602,8 +610,8 @@ def _update_groups(run: Run, tally: Tally, chunk: Chunk, local: Index, rows: Row
     unique, inverse = _dense_keys(keys[local], space)
     groups = [_group_values(key, texts) for key in unique.tolist()]
     if len(set(groups)) < len(groups):
-        # distinct codes that read the same (a null and the text "null", NaNs with other bits, a
-        # dictionary that holds a value twice) are one group
+        # distinct codes that read the same (NaNs with other bits, a dictionary that holds a
+        # value twice) are one group
         merged = {group: i for i, group in enumerate(dict.fromkeys(groups))}
         inverse = np.array([merged[group] for group in groups], dtype=np.intp)[inverse]
         groups = list(merged)
@@ -649,7 +657,7 @@ def _update_worst(run: Run, tally: Tally, chunk: Chunk, local: Index, first_ordi
         true_class = (int(rows.labels[i]) if rows.labels is not None
                       else int(np.argmax(cast(npt.NDArray[np.float64], rows.targets)[:, i])))
         entry = WorstRow(chunk.source.name, chunk.first_row + row,
-                         None if id_column is None else group_text(id_column[row].as_py()),
+                         None if id_column is None else _id_text(id_column[row].as_py()),
                          classes[true_class] if classes else str(true_class),
                          float(pred.probs[true_class, i]), float(losses[i]))
         # ties: the earlier row ranks higher (larger −ordinal)

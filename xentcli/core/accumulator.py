@@ -184,6 +184,9 @@ class Scores:
     per_class: Sequence[ClassScores]
 
 
+GroupKey = tuple[str | None, ...]  # a group's values, one per --by column; None: a null cell
+
+
 class GroupTable:
     """Hard-label statistics of many groups, as arrays with one row per group: a block adds the
     rows of all its groups in one NumPy operation per statistic, however many groups there are.
@@ -192,11 +195,11 @@ class GroupTable:
 
     def __init__(self, n_classes: int, eps: float = DEFAULT_EPS, scale: Scale = "probs") -> None:
         self.n_classes, self.eps, self.scale = n_classes, eps, scale
-        self.ids: dict[tuple[str, ...], int] = {}
+        self.ids: dict[GroupKey, int] = {}
         self._arrays: dict[str, npt.NDArray[Any]] = {}
         self._capacity = 0
 
-    def add(self, keys: Sequence[tuple[str, ...]], stats: dict[str, npt.NDArray[Any]]) -> None:
+    def add(self, keys: Sequence[GroupKey], stats: dict[str, npt.NDArray[Any]]) -> None:
         """Add each group's row of ``stats`` (see :func:`kernels.grouped_hard_label_stats`) to
         the group at the same position in ``keys``, which must be distinct (a repeated index in
         NumPy's ``a[ids] += v`` adds only once)."""
@@ -214,7 +217,7 @@ class GroupTable:
         for name, values in stats.items():
             self._arrays[name][ids] += values
 
-    def accumulators(self) -> dict[tuple[str, ...], Accumulator]:
+    def accumulators(self) -> dict[GroupKey, Accumulator]:
         """One Accumulator per group, holding its sums."""
         out = {}
         for key, i in self.ids.items():
@@ -233,9 +236,10 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return float(numerator) / float(denominator)
 
 
-def entropy_of(distribution: Floats) -> float:
-    """H(p) in nats of a (not necessarily normalised) non-negative vector, 0·log 0 = 0."""
-    total = float(distribution.sum())
+def entropy_of(distribution: Floats, total: float) -> float:
+    """H(p̄) in nats of p̄ = distribution / total, 0·log 0 = 0: the prior entropy, with the
+    class supports and the weight sum W (SPEC: p̄ = Σ w_i p_i / W). Soft targets may sum to 1 only
+    within --sum-tol, and p̄ is then not renormalised: a single row's prior is its H(p)."""
     if total <= 0:
         return 0.0
     p = distribution / total
@@ -265,7 +269,7 @@ def finalize_stats(stats: ChunkStats, base: str = "e") -> Scores:
         return None if value is None else value / unit
 
     ce_nats = _ratio(stats.loss_sum, w)
-    prior = entropy_of(stats.support) if w > 0 else None
+    prior = entropy_of(stats.support, w) if w > 0 else None
     per_class = [
         ClassScores(
             support=float(stats.support[k]),

@@ -34,6 +34,10 @@ class LayoutRequest:
     positive: str | None = None
     scale: str = "probs"
     multilabel: bool = False
+    # Not a flag: the order to put the classes in when the prediction columns name the same
+    # classes in another order (xent compare scores NEW in BASE's class order, so that ties go
+    # to BASE's lowest class index); unlike --classes, classes named otherwise are left alone.
+    class_order: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +320,10 @@ def _finish_layout(
         target_columns = _paired_targets(target_columns, preds, request)
     if request.classes is not None and not pred_is_list and len(preds) > 1:
         preds, target_columns = _in_class_order(request.classes, preds, target_columns)
+    elif request.class_order is not None and not pred_is_list and len(preds) > 1:
+        order = _class_permutation(request.class_order, preds)
+        if order is not None:
+            preds, target_columns = _permuted(order, preds, target_columns)
     if request.multilabel and target_columns is None:
         raise UsageError("--multilabel needs --target COLS: the 0/1 column of each label",
                          "e.g. --multilabel --target 'y_*' --pred 'p_*'")
@@ -388,14 +396,24 @@ def _in_class_order(classes: Sequence[str], preds: list[str], targets: tuple[str
     order, matching each name to a column by its class part (never renaming by position). The
     class part may be any of :func:`class_namings`: ``new_york`` names ``p_new_york`` as well
     as ``york`` does."""
-    namings = class_namings(preds)
-    names = next((n for n in namings if sorted(n) == sorted(classes)), None)
-    if names is None:
+    order = _class_permutation(classes, preds)
+    if order is None:
         raise DataError(f"--classes {','.join(classes)} does not match the prediction columns' classes "
                         f"({', '.join(strip_shared_prefix(preds)[1])})",
                         "for one column per class, --classes lists those classes in the order you "
                         "want (to rename classes, rename the columns)")
-    order = [names.index(c) for c in classes]
+    return _permuted(order, preds, targets)
+
+
+def _class_permutation(classes: Sequence[str], preds: list[str]) -> list[int] | None:
+    """For each of ``classes``, the position of its prediction column, by one of the columns'
+    :func:`class_namings` (None: no naming has exactly these classes)."""
+    names = next((n for n in class_namings(preds) if sorted(n) == sorted(classes)), None)
+    return None if names is None else [names.index(c) for c in classes]
+
+
+def _permuted(order: list[int], preds: list[str], targets: tuple[str, ...] | None,
+              ) -> tuple[list[str], tuple[str, ...] | None]:
     return [preds[i] for i in order], None if targets is None else tuple(targets[i] for i in order)
 
 

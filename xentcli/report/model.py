@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from xentcli.core.accumulator import ClassScores, Scores
+from xentcli.core.accumulator import ClassScores, GroupKey, Scores
 
 SCHEMA_VERSION = 1
 METRIC_KEYS = ("cross_entropy", "entropy_target", "kl_divergence", "entropy_pred", "prior_entropy",
@@ -44,9 +44,30 @@ class RowCounts:
     clipped: int
 
 
+def group_label(value: str | None) -> str:
+    """A group value in tables, CSV scopes and gate names: a null cell shows as null (in JSON
+    it is null, apart from a text cell that reads "null")."""
+    return "null" if value is None else value
+
+
+def group_order(key: GroupKey) -> tuple[tuple[int, float, str], ...]:
+    """The order groups are reported in: by each value, numbers by their value (9 before 10),
+    then text, then null."""
+    def one(value: str | None) -> tuple[int, float, str]:
+        if value is None:
+            return (2, 0.0, "")
+        try:
+            number = float(value)
+        except ValueError:
+            return (1, 0.0, value)
+        return (0, number, value) if math.isfinite(number) else (1, 0.0, value)
+
+    return tuple(one(value) for value in key)
+
+
 @dataclass(frozen=True)
 class GroupReport:
-    by: Mapping[str, str]
+    by: Mapping[str, str | None]
     rows: int
     scores: Scores
 

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS, Report
+from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS, Report, group_label
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -85,7 +85,7 @@ def render_json(report: Report) -> str:
 def _scopes(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
     scopes = [("overall", data["metrics"], data["per_class"])]
     for group in data["groups"]:
-        name = "group:" + ",".join(f"{k}={v}" for k, v in group["by"].items())
+        name = "group:" + ",".join(f"{k}={group_label(v)}" for k, v in group["by"].items())
         scopes.append((name, group["metrics"], group["per_class"]))
     return scopes
 
@@ -167,7 +167,7 @@ def _gate_rows(report: Report, precision: int) -> list[list[str]]:
 
 def _group_rows(report: Report, precision: int) -> list[list[str]]:
     keys = ("cross_entropy", "normalized_cross_entropy", "kl_divergence", "accuracy")
-    return [[safe(", ".join(f"{k}={v}" for k, v in g.by.items())), f"{g.rows:,}"]
+    return [[safe(", ".join(f"{k}={group_label(v)}" for k, v in g.by.items())), f"{g.rows:,}"]
             + [format_number(getattr(g.scores, key), precision) for key in keys]
             for g in report.groups]
 
@@ -330,13 +330,20 @@ def render_compare(report: Any, fmt: str, precision: int = 4, color: bool = Fals
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["scope", "class", "metric", "base", "new", "diff", "ci_low", "ci_high"])
+        paired = data["rows"]["paired"]
+        writer.writerow(["rows", "", "paired", paired, paired, "", "", ""])
+        for key in ("read", "scored", "skipped"):
+            counts = data["base"]["rows"][key], data["new"]["rows"][key]
+            writer.writerow(["rows", "", key, *counts, "", "", ""])
         for key, m in data["metrics"].items():
             writer.writerow(["overall", "", key, *(_csv_value(m[k]) for k in
                                                    ("base", "new", "diff", "ci_low", "ci_high"))])
         for c in data["per_class"]:
-            for key in ("cross_entropy", "mean_pred", "accuracy"):
+            for key in PER_CLASS_KEYS:
                 writer.writerow(["class", c["class"], key, *(_csv_value(c[key][k]) for k in
                                                              ("base", "new", "diff")), "", ""])
+        for gate in data["gates"]:  # as in score's CSV: the outcome in the value column (diff)
+            writer.writerow(["gate", "", gate["expr"], "", "", "pass" if gate["passed"] else "fail", "", ""])
         return out.getvalue()
     if fmt == "markdown":
         lines = ["## xent compare", ""] + [f"- **{k}**: {_md_escape(v)}" for k, v in _compare_header(data)]
