@@ -604,3 +604,63 @@ def test_internal_error_with_debug_shows_traceback(capsys: pytest.CaptureFixture
     assert result.out == ""
     assert "Traceback" in result.err
     assert "boom from a test" in result.err
+
+
+# --- a QA pass over unusual inputs ---------------------------------------------------------
+
+
+def test_a_long_text_value_before_a_bad_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Locating a bad row's line reads the file with Python's csv module, which refuses values
+    over 128 KiB: a 200 KB note before the bad row was an internal error (exit 4)."""
+    path = tmp_path / "note.csv"
+    path.write_text("label,p_a,p_b,note\n" + "a,0.7,0.3," + "x" * 200_000 + "\nb,0.4,0.9,ok\n")
+    result = run_cli(capsys, "score", path, "--pred", "p_a,p_b")
+    assert result.code == 3, result.err
+    assert "row 2 (line 3)" in result.err and "value sum 1.3" in result.err
+
+
+def test_a_row_longer_than_a_read_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A row over the CSV reader's block was reported in pyarrow's words ("straddling object
+    straddles two block boundaries") with a hint about the file's format."""
+    path = tmp_path / "long.csv"
+    path.write_text("label,p_a,p_b,note\n" + "a,0.7,0.3," + "x" * (10 << 20) + "\nb,0.4,0.6,ok\n")
+    result = run_cli(capsys, "score", path, "--pred", "p_a,p_b")
+    assert result.code == 3
+    assert f"{path}: a row too long to read" in result.err and "straddl" not in result.err
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("parquet.csv", "parquet", "Parquet by its first bytes, read as csv"),
+    ("parquet.arrow", "parquet", "Parquet by its first bytes, read as arrow"),
+    ("jsonl.csv", "jsonl", "JSON Lines by its first bytes, read as csv"),
+    ("gzip.csv", "gzip", "gzip-compressed data, read as plain csv"),
+])
+def test_a_file_named_as_another_format(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str,
+                                        content: str, message: str) -> None:
+    """Content and suffix disagree: the message says what the first bytes are (it said "not
+    UTF-8 text; it looks like UTF-16", "Expected to read 827474256 metadata bytes", "no label
+    column found"), and the right name or --input-format makes it score."""
+    rows = "label,p_a,p_b\na,0.6,0.4\nb,0.3,0.7\n"
+    path = tmp_path / name
+    if content == "parquet":
+        write_parquet(path, {"label": ["a", "b"], "p_a": [0.6, 0.3], "p_b": [0.4, 0.7]})
+    elif content == "jsonl":
+        path.write_text('{"label": "a", "p_a": 0.6, "p_b": 0.4}\n{"label": "b", "p_a": 0.3, "p_b": 0.7}\n')
+    else:
+        path.write_bytes(gzip.compress(rows.encode()))
+    result = run_cli(capsys, "score", path)
+    assert result.code == 3 and message in result.err, result.err
+    if content != "gzip":
+        assert run_cli(capsys, "score", path, "--input-format", content).code == 0
+
+
+def test_a_file_this_user_may_not_read() -> None:
+    """Permission problems were worded as format problems ("check that the file is complete and
+    in the format its name says")."""
+    from xentcli.io import readers
+    from xentcli.io.sources import Source
+
+    error = readers.unreadable(Source("/data/p.csv", "p.csv", "csv"),
+                               PermissionError(13, "Permission denied", "/data/p.csv"))
+    assert error.message == "p.csv: permission denied (the file cannot be read by this user)"
+    assert "chmod" in (error.hint or "")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from xentcli.errors import DataError, UsageError, escape_value
 
@@ -69,6 +69,34 @@ def sniff_format(head: bytes) -> str:
     return "csv"
 
 
+_FORMAT_NAMES = {"parquet": "Parquet", "arrow": "Arrow IPC (Feather)", "jsonl": "JSON Lines"}
+
+
+def check_content(source: Source) -> None:
+    """Refuse, by name, a file whose first bytes are another format than the one it is read as
+    (its suffix, or --input-format): Parquet named .csv, gzip named .csv, Parquet named .arrow,
+    JSON Lines named .csv, which the readers would otherwise report in their own terms ("not
+    UTF-8 text", "Expected to read 827474256 metadata bytes", "no label column found")."""
+    try:
+        with open(source.path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return  # the reader says what is wrong with the file itself
+    compression = next((s for magic, s in _COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+    if compression is not None:
+        if source.format in ("csv", "tsv", "jsonl") and not source.path.lower().endswith(COMPRESSIONS):
+            kind = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2"}[compression]
+            raise DataError(f"{source.name}: {kind}-compressed data, read as plain "
+                            f"{source.format}", f"name the file with its suffix (FILE.{source.format}"
+                            f"{compression}): xent decompresses .gz, .zst and .bz2 as it reads")
+        return
+    seen = sniff_format(head)
+    binary = ("parquet", "arrow")
+    if seen != source.format and (seen in binary or (seen == "jsonl" and source.format in ("csv", "tsv"))):
+        raise DataError(f"{source.name}: {_FORMAT_NAMES[seen]} by its first bytes, read as {source.format}",
+                        f"pass --input-format {seen}, or name the file by its format")
+
+
 def _sniffed_stdin(path: str) -> tuple[str, bytes]:
     """The spooled standard input's path, renamed with a compression suffix when it is gzip,
     zstd or bzip2 (the readers then decompress it as they do a .csv.gz), and its first bytes,
@@ -109,9 +137,22 @@ def _spool_stdin(stack: ExitStack, stream: BinaryIO) -> str:
     return path
 
 
+def _unreadable_folder(error: OSError) -> NoReturn:
+    raise DataError(f"{error.filename}: cannot read this folder of the dataset ({error.strerror})",
+                    "every folder of a dataset is read: its rows would be missing otherwise")
+
+
 def _directory_sources(path: str) -> list[Source]:
     files = []
-    for root, dirs, names in os.walk(path):
+    seen = set()
+    # folders that are links are followed (a partition may live elsewhere), each folder once;
+    # one that cannot be listed is an error, not a dataset without its rows
+    for root, dirs, names in os.walk(path, onerror=_unreadable_folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         # hidden and underscore names are not data, folders too (Spark's _temporary, a
         # .spark-staging folder): as pyarrow's datasets skip them
         dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
