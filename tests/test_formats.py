@@ -1179,3 +1179,34 @@ def test_dataset_folders_that_are_links_are_read_and_unreadable_ones_refused(
     result = run_cli(capsys, "score", tmp_path / "elsewhere")
     assert result.code == 3
     assert f"{locked}: cannot read this folder of the dataset (Permission denied)" in result.err
+
+
+@pytest.mark.parametrize("late", ["a float after ints", "a key no role reads", "an unused key null at first"])
+def test_json_lines_types_are_the_files_not_the_first_blocks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        late: str) -> None:
+    """pyarrow infers a JSON Lines column's type from its first block: probabilities written 1 and
+    0 there and 0.25 later ("Failed to convert JSON to int64"), a key first seen later ("unexpected
+    field"), or an unused key null at first and a number later ended the read (exit 3). Oracle:
+    scikit-learn on the rows as written."""
+    from xentcli.io import readers
+
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 1024)  # many blocks in a small file
+    rows = []
+    for i in range(300):
+        early = i < 200
+        if late == "a float after ints":
+            rows.append({"label": "a", "p_a": 1, "p_b": 0} if early
+                        else {"label": "b", "p_a": 0.25, "p_b": 0.75})
+        elif late == "a key no role reads":
+            rows.append({"label": "ab"[i % 2], "p_a": 0.6, "p_b": 0.4, **({} if early else {"note": "x"})})
+        else:
+            rows.append({"label": "ab"[i % 2], "p_a": 0.6, "p_b": 0.4, "extra": None if early else 1.5})
+    path = tmp_path / "late.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labels = [0 if r["label"] == "a" else 1 for r in rows]
+    probs = [[r["p_a"], r["p_b"]] for r in rows]
+    report = score_json(capsys, path, "--pred", "p_a,p_b")
+    assert report["rows"]["scored"] == 300
+    expected = log_loss(labels, probs, labels=[0, 1])
+    assert report["metrics"]["cross_entropy"] == pytest.approx(expected, rel=RTOL)

@@ -321,3 +321,15 @@ def test_a_gate_failing_at_its_boundary_shows_numbers_that_differ(tmp_path: Path
     shown = re.search(r"value (\S+), threshold (\S+)\)", line)
     assert shown is not None and shown[1] != shown[2], line
     assert float(shown[1]) > float(shown[2])
+
+
+def test_a_text_label_after_class_positions_is_named_as_such(tmp_path: Path, capsys: Capture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole-number labels in the first block are class positions; a text label after them was
+    refused as "value 'b'; expected one of the classes ('a' or 'b')", which contradicts itself."""
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 1024)  # the types come from the first 1 KiB
+    path = write_csv(tmp_path / "late.csv", ["label,p_a,p_b", *["0,0.7,0.3"] * 300, "b,0.4,0.6"])
+    result = run_cli(capsys, "score", path)
+    assert result.code == 3
+    assert "value 'b'; expected a class position 0..1" in result.err
+    assert "either class names or class positions, not both" in result.err

@@ -174,6 +174,9 @@ def _label_hint(value: str, layout: Layout) -> str:
                 "name the positive one with --positive VALUE")
     if layout.binary:
         return "a binary file has two label values: --positive and one other"
+    if layout.positional_labels:
+        return ("a label column holds either class names or class positions, not both; "
+                "write the labels one way")
     if not layout.pred_is_list and len(layout.pred_columns) > 1:
         for naming in class_namings(layout.pred_columns)[1:]:
             if value in {escape_value(name) for name in naming}:
@@ -494,6 +497,9 @@ def _expected_label(layout: Layout) -> str:
         return "0/1 or true/false"
     if not layout.classes:
         return "one of the classes"
+    if layout.positional_labels:
+        return (f"a class position 0..{len(layout.classes) - 1} (the label column's first rows are "
+                "whole numbers, read as positions of the classes)")
     more = ", ..." if len(layout.classes) > 10 else ""
     return f"one of the classes ({one_of(layout.classes[:10])}{more})"
 

@@ -698,16 +698,40 @@ def iter_batches(
     elif source.format == "arrow":
         batches = (b.select(list(columns)) for b in _ipc_batches(source))
     else:
-        import pyarrow.json as pajson
-
-        read = pajson.ReadOptions(block_size=CSV_BLOCK_BYTES)
-        batches = (b.select(list(columns)) for b in pajson.open_json(source.path, read_options=read))
+        batches = _json_batches(source, columns, column_types)
     for batch in batches:
         for start in range(0, batch.num_rows, chunk_rows):
             yield batch.slice(start, chunk_rows)
 
 
 MAX_LINE_SCAN_ROWS = 5_000_000
+
+
+def _json_batches(source: Source, columns: Sequence[str], column_types: dict[str, pa.DataType],
+                  ) -> Iterator[pa.RecordBatch]:
+    """JSON Lines batches of ``columns`` only, each with one type for the whole file: pyarrow
+    infers a column's type from the first block (4 MiB), so a probability written 1 there and
+    0.25 later, or a key first seen later, ended the read. Numbers of a numeric role
+    (``column_types`` float64) are float64; the other columns keep their first block's type;
+    keys that no role reads are not parsed at all."""
+    import pyarrow.json as pajson
+
+    read = pajson.ReadOptions(block_size=CSV_BLOCK_BYTES)
+    inferred = pajson.open_json(source.path, read_options=read).schema
+    fields = []
+    for name in columns:
+        if name not in inferred.names:
+            continue  # missing from the first block: the read reports the column as missing
+        dtype = inferred.field(name).type
+        numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype)
+        if column_types.get(name) == pa.float64() and numeric:
+            dtype = pa.float64()
+        elif pa.types.is_null(dtype):
+            dtype = pa.string()  # null in the first block: text, the type of the other roles
+        fields.append(pa.field(name, dtype))
+    parse = pajson.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore")
+    for batch in pajson.open_json(source.path, read_options=read, parse_options=parse):
+        yield batch.select(list(columns))
 
 
 def record_lines(source: Source, rows: set[int]) -> dict[int, int]:
