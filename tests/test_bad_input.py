@@ -664,3 +664,24 @@ def test_a_file_this_user_may_not_read() -> None:
                                PermissionError(13, "Permission denied", "/data/p.csv"))
     assert error.message == "p.csv: permission denied (the file cannot be read by this user)"
     assert "chmod" in (error.hint or "")
+
+
+@pytest.mark.parametrize("name", ["empty.jsonl", "empty.arrow"])
+def test_an_empty_file_of_any_format(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """An empty JSON Lines or Arrow file was reported in pyarrow's words ("Empty JSON stream",
+    "Tried reading schema message, was null or length 0"), where CSV says the file is empty."""
+    path = tmp_path / name
+    path.write_bytes(b"")
+    result = run_cli(capsys, "score", path)
+    assert result.code == 3 and f"{path}: the file is empty" in result.err_lines()[0], result.err
+
+
+def test_a_list_of_lists_is_a_schema_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A list<list<double>> prediction column was taken, and then every row was refused as
+    "expected one value per class"; it is one schema error naming the column and its type."""
+    nested = [[[0.6, 0.4]], [[0.3, 0.7]]]
+    path = write_parquet(tmp_path / "nested.parquet", {"label": ["a", "b"], "probs": nested})
+    result = run_cli(capsys, "score", path, "--classes", "a,b")
+    assert result.code == 3
+    assert result.err_lines()[0] == (f"xent: error: {path}: the list column 'probs' holds "
+                                     "list<element: double> values, not numbers")

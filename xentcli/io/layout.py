@@ -316,6 +316,10 @@ def _finish_layout(
     reasons: dict[str, tuple[str, str]],
 ) -> Layout:
     label_kind = _label_kind(schema.field(label).type) if label is not None else "text"
+    if pred_is_list and not is_numeric(values := schema.field(preds[0]).type.value_type):
+        raise DataError(f"the list column {escape_value(preds[0])} holds {values} values, not numbers",
+                        "a list column holds one number per class in each row (a list of lists "
+                        "is not read: flatten it)")
     if target_columns is not None and not pred_is_list:
         target_columns = _paired_targets(target_columns, preds, request)
     if request.classes is not None and not pred_is_list and len(preds) > 1:

@@ -559,8 +559,9 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
         return DataError(f"{source.name}: a row too long to read (over {CSV_BLOCK_BYTES >> 20} MiB "
                          "in one row: a long free-text value?)",
                          "drop or cut the long column first (e.g. with duckdb or csvcut)")
-    if "Empty CSV file" in text or "Empty file" in text:
-        return DataError(f"{source.name}: the file is empty", "a header row and data rows are needed")
+    if "Empty CSV file" in text or "Empty file" in text or _is_empty(source):
+        return DataError(f"{source.name}: the file is empty", "a header row and data rows are needed"
+                         if source.format in ("csv", "tsv") else "the input holds no rows")
     if isinstance(exc, UnicodeDecodeError) or "UTF8" in text or "utf8" in text.lower():
         return DataError(f"{source.name}: not valid UTF-8 ({text})",
                          "save the file as UTF-8 (iconv -f UTF-16 -t UTF-8 ...)")
@@ -575,6 +576,13 @@ def unreadable(source: Source, exc: BaseException) -> DataError:
     return DataError(f"{source.name}: cannot read as {source.format}: {escape_value(text, 200)}",
                      "check that the file is complete and in the format its name says "
                      "(or pass --input-format)")
+
+
+def _is_empty(source: Source) -> bool:
+    try:
+        return os.path.getsize(source.path) == 0
+    except OSError:
+        return False
 
 
 def _starts_with(source: Source, magic: bytes) -> bool:
