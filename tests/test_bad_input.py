@@ -630,9 +630,9 @@ def test_a_row_longer_than_a_read_block(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
-    ("parquet.csv", "parquet", "Parquet by its first bytes, read as csv"),
-    ("parquet.arrow", "parquet", "Parquet by its first bytes, read as arrow"),
-    ("jsonl.csv", "jsonl", "JSON Lines by its first bytes, read as csv"),
+    ("parquet.csv", "parquet", "Parquet by its bytes, named as csv"),
+    ("parquet.arrow", "parquet", "Parquet by its bytes, named as arrow"),
+    ("jsonl.csv", "jsonl", "JSON Lines by its bytes, named as csv"),
     ("gzip.csv", "gzip", "gzip-compressed data, read as plain csv"),
 ])
 def test_a_file_named_as_another_format(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str,
@@ -685,3 +685,13 @@ def test_a_list_of_lists_is_a_schema_error(tmp_path: Path, capsys: pytest.Captur
     assert result.code == 3
     assert result.err_lines()[0] == (f"xent: error: {path}: the list column 'probs' holds "
                                      "list<element: double> values, not numbers")
+
+
+def test_a_csv_whose_header_starts_like_a_signature_is_read(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Only full signatures count: a CSV header starting PAR1 (or FEA1) is a CSV."""
+    for head in ("PAR1_id", "FEA1"):
+        path = write_csv(tmp_path / f"{head}.csv", [f"{head},label,p_a,p_b", "1,a,0.6,0.4", "2,b,0.3,0.7"])
+        result = run_cli(capsys, "score", path, "--pred", "p_a,p_b", "-f", "json")
+        assert result.code == 0, result.err
+        assert result.report["rows"]["scored"] == 2

@@ -279,3 +279,20 @@ def test_compare_csv_has_row_counts_and_gates(tmp_path: Path, capsys: Capture) -
     assert ["rows", "", "read", "50", "50", "", "", ""] in rows
     assert ["gate", "", "cross_entropy > 100", "", "", "pass", "", ""] in rows
     assert len([r for r in rows if r[0] == "class"]) == 3 * 8  # every per-class key
+
+
+def test_label_positions_stay_with_new_columns_order(tmp_path: Path, capsys: Capture) -> None:
+    """Integer labels may be class positions in each file's own column order: NEW's columns are
+    then not put in BASE's order (its positions would name other classes: the same model was
+    refused for "different labels"). Oracle: scikit-learn, and a difference of 0."""
+    labels, weak, _ = _models(60, 8)
+    base = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"label": labels, **{f"p_{c}": weak[:, k] for k, c in enumerate(CLASSES)}}), base)
+    order = [1, 0, 2]  # dog, cat, bird
+    new = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"label": np.argsort(order)[labels],
+                             **{f"p_{CLASSES[k]}": weak[:, k] for k in order}}), new)
+    code, report, err = _compare(capsys, base, new, "--bootstrap", "0")
+    assert code == 0, err
+    ce = report["metrics"]["cross_entropy"]
+    assert ce["base"] == pytest.approx(_sk(labels, weak), rel=RTOL) and ce["diff"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -561,3 +562,14 @@ def test_loaded_baseline_drives_gates(tmp_path: Path) -> None:
     assert failure_lines([result]) == [
         "gate failed: cross_entropy > baseline + 1% (value 0.4123, threshold 0.4040)"
     ]
+
+
+def test_failure_lines_part_neighbouring_numbers() -> None:
+    """Numbers that no count of fixed decimals tells apart (neighbouring floats near 1e-3) are
+    printed in full."""
+    value = 0.001
+    threshold = math.nextafter(value, 0)
+    [line] = failure_lines([GateResult("cross_entropy > 0.001", value, threshold, False)])
+    shown = re.fullmatch(r"gate failed: cross_entropy > 0\.001 \(value (\S+), threshold (\S+)\)", line)
+    assert shown is not None, line
+    assert (float(shown[1]), float(shown[2])) == (value, threshold), line  # each read back exactly

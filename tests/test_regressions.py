@@ -314,7 +314,7 @@ def test_a_gate_failing_at_its_boundary_shows_numbers_that_differ(tmp_path: Path
     lines, labels, probs = _csv_rows(np.random.default_rng(4), 50)
     path = write_csv(tmp_path / "p.csv", lines)
     ce = float(log_loss(labels, probs, labels=[0, 1]))
-    threshold = float(f"{ce:.6f}") - 1e-6  # below ce, and the same to four decimals
+    threshold = float(np.nextafter(ce * (1 - 1e-9), 0))  # below ce, the same to nine digits
     result = run_cli(capsys, "score", path, "--fail-if", f"cross_entropy > {threshold!r}")
     assert result.code == 1
     line = next(line for line in result.err_lines() if line.startswith("gate failed"))

@@ -24,7 +24,7 @@ from xentcli.core.accumulator import Scores, unit_factor
 from xentcli.core.kernels import Floats, LogProbs, row_stats
 from xentcli.errors import DataError, UsageError, escape_value
 from xentcli.pipeline import ScoreOptions, score
-from xentcli.report.model import PER_CLASS_KEYS, SCHEMA_VERSION, GateOutcome, Report
+from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS, SCHEMA_VERSION, GateOutcome, Report
 from xentcli.stream import Chunk, Rows
 
 MAX_BUCKETS = 4096
@@ -101,7 +101,7 @@ class RowCollector:
 
 
 def _pair(base: dict[str, npt.NDArray[Any]], new: dict[str, npt.NDArray[Any]], join: str,
-          names: tuple[str, str], classes: Sequence[str], skipped: tuple[int, int] = (0, 0),
+          names: tuple[str, str], classes: Sequence[str], skipped: tuple[int, int],
           ) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.intp] | None]:
     """Indices into base and new that put the same rows side by side (None: the rows are in that
     order already); every row must pair. ``skipped``: each side's invalid rows that were
@@ -351,8 +351,7 @@ def _assemble(base_report: Report, new_report: Report, base: dict[str, Floats], 
              if options.bootstrap > 0 else {})
     alpha = (1 - options.confidence) / 2
     metrics: dict[str, MetricComparison] = {}
-    for key in ("cross_entropy", "entropy_target", "kl_divergence", "entropy_pred", "prior_entropy",
-                "normalized_cross_entropy", "perplexity", "accuracy", "weight_sum"):
+    for key in METRIC_KEYS:
         a, b = getattr(base_report.scores, key), getattr(new_report.scores, key)
         low = high = None
         if key in diffs:

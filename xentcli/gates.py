@@ -415,7 +415,7 @@ def evaluate_gates(
     results = []
     for gate in gates:
         for name, row in _targets(gate, report):
-            if gate.key not in row:  # compare's per-class rows hold fewer keys than score's
+            if gate.key not in row:  # a report (or a --baseline) made without that key
                 keys = [k for k in row if k != "class"]
                 raise UsageError(f"gate {escape_value(gate.expr, 200)}: this report's {gate.scope} has "
                                  f"no {gate.key}", f"it has {_some(keys)}")
@@ -441,12 +441,11 @@ def _format_number(value: float | None, precision: int) -> str:
 def _value_and_threshold(result: GateResult, precision: int) -> tuple[str, str]:
     """Both numbers at ``precision`` digits, or with as many more as it takes to tell them apart
     when they differ (a gate failed at its boundary: not "value 0.6016, threshold 0.6016")."""
-    texts = ("", "")
     for digits in range(precision, 18):
         texts = _format_number(result.value, digits), _format_number(result.threshold, digits)
-        if texts[0] != texts[1] or result.value == result.threshold:
-            break
-    return texts
+        if result.value == result.threshold or "null" in texts or float(texts[0]) != float(texts[1]):
+            return texts
+    return repr(result.value), repr(result.threshold)  # fixed digits cannot part them (near 1e-3)
 
 
 def failure_lines(results: Sequence[GateResult], precision: int = 4) -> list[str]:

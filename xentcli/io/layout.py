@@ -324,7 +324,8 @@ def _finish_layout(
         target_columns = _paired_targets(target_columns, preds, request)
     if request.classes is not None and not pred_is_list and len(preds) > 1:
         preds, target_columns = _in_class_order(request.classes, preds, target_columns)
-    elif request.class_order is not None and not pred_is_list and len(preds) > 1:
+    elif request.class_order is not None and not pred_is_list and len(preds) > 1 and label_kind != "integer":
+        # (integer labels may be positions in the file's column order, which must stay as it is)
         order = _class_permutation(request.class_order, preds)
         if order is not None:
             preds, target_columns = _permuted(order, preds, target_columns)

@@ -72,17 +72,26 @@ def sniff_format(head: bytes) -> str:
 _FORMAT_NAMES = {"parquet": "Parquet", "arrow": "Arrow IPC (Feather)", "jsonl": "JSON Lines"}
 
 
+def _compression(head: bytes) -> str | None:
+    """The suffix of the compression whose magic bytes ``head`` starts with (None: none)."""
+    return next((suffix for magic, suffix in _COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+
+
 def check_content(source: Source) -> None:
-    """Refuse, by name, a file whose first bytes are another format than the one it is read as
-    (its suffix, or --input-format): Parquet named .csv, gzip named .csv, Parquet named .arrow,
-    JSON Lines named .csv, which the readers would otherwise report in their own terms ("not
-    UTF-8 text", "Expected to read 827474256 metadata bytes", "no label column found")."""
+    """Refuse, by name, a file whose bytes are another format than its suffix says: Parquet or
+    gzip named .csv, Parquet named .arrow, JSON Lines named .csv, which the readers would report
+    in their own terms ("not UTF-8 text", "Expected to read 827474256 metadata bytes", "no label
+    column found"). Only the formats' full signatures count (Parquet's PAR1 at both ends, Feather
+    1's FEA1 too), and --input-format skips the check, so a CSV whose header starts "PAR1_id" is
+    read as what it is."""
     try:
         with open(source.path, "rb") as f:
             head = f.read(64)
+            f.seek(max(os.fstat(f.fileno()).st_size - 4, 0))
+            tail = f.read(4)
     except OSError:
         return  # the reader says what is wrong with the file itself
-    compression = next((s for magic, s in _COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+    compression = _compression(head)
     if compression is not None:
         if source.format in ("csv", "tsv", "jsonl") and not source.path.lower().endswith(COMPRESSIONS):
             kind = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2"}[compression]
@@ -90,10 +99,16 @@ def check_content(source: Source) -> None:
                             f"{source.format}", f"name the file with its suffix (FILE.{source.format}"
                             f"{compression}): xent decompresses .gz, .zst and .bz2 as it reads")
         return
-    seen = sniff_format(head)
-    binary = ("parquet", "arrow")
-    if seen != source.format and (seen in binary or (seen == "jsonl" and source.format in ("csv", "tsv"))):
-        raise DataError(f"{source.name}: {_FORMAT_NAMES[seen]} by its first bytes, read as {source.format}",
+    if head.startswith(b"PAR1") and tail == b"PAR1":
+        seen = "parquet"
+    elif head.startswith((b"ARROW1", b"\xff\xff\xff\xff")) or (head.startswith(b"FEA1") and tail == b"FEA1"):
+        seen = "arrow"
+    elif source.format in ("csv", "tsv") and sniff_format(head) == "jsonl":
+        seen = "jsonl"
+    else:
+        return
+    if seen != source.format:
+        raise DataError(f"{source.name}: {_FORMAT_NAMES[seen]} by its bytes, named as {source.format}",
                         f"pass --input-format {seen}, or name the file by its format")
 
 
@@ -103,7 +118,7 @@ def _sniffed_stdin(path: str) -> tuple[str, bytes]:
     decompressed."""
     with open(path, "rb") as spool:
         head = spool.read(1 << 16)
-    suffix = next((s for magic, s in _COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+    suffix = _compression(head)
     if suffix is None:
         return path, head
     os.rename(path, path + suffix)
@@ -142,17 +157,27 @@ def _unreadable_folder(error: OSError) -> NoReturn:
                     "every folder of a dataset is read: its rows would be missing otherwise")
 
 
+def _loops(top: str, folder: str) -> bool:
+    """Whether ``folder`` (below ``top``) is, through links, the same folder as one above it."""
+    top, folder = os.path.normpath(top), os.path.normpath(folder)
+    real = os.path.realpath(folder)
+    above = os.path.dirname(folder)
+    while len(above) >= len(top):
+        if os.path.realpath(above) == real:
+            return True
+        above = os.path.dirname(above)
+    return False
+
+
 def _directory_sources(path: str) -> list[Source]:
     files = []
-    seen = set()
-    # folders that are links are followed (a partition may live elsewhere), each folder once;
-    # one that cannot be listed is an error, not a dataset without its rows
+    # folders that are links are followed (a partition may live elsewhere; two partitions may
+    # even be links to one folder), except a link back to a folder above it, which would never
+    # end; a folder that cannot be listed is an error, not a dataset without its rows
     for root, dirs, names in os.walk(path, onerror=_unreadable_folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
+        if _loops(path, root):
             dirs[:] = []
             continue
-        seen.add(real)
         # hidden and underscore names are not data, folders too (Spark's _temporary, a
         # .spark-staging folder): as pyarrow's datasets skip them
         dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
@@ -209,4 +234,6 @@ def resolve_sources(
                     f"({', '.join(FORMATS)})",
                 )
             sources.append(Source(arg, arg, guessed))
+            if input_format is None:
+                check_content(sources[-1])
     return sources
