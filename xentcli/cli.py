@@ -15,6 +15,7 @@ import typer
 
 from xentcli import __version__
 from xentcli.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, XentError
+from xentcli.output import check_output, silence_stdout, to_stdout, write_report
 
 # click's ClickException, whether typer vendors click (>= 0.26) or depends on it: found through a
 # public class rather than a private module path
@@ -195,12 +196,14 @@ def score(
                        renormalize=renormalize, on_invalid=on_invalid, chunk_rows=chunk_rows,
                        input_format=input_format, worst=worst)
     options.check()
+    check_output(output)
     gating = bool(fail_if) or baseline is not None  # without gates, the gate module is not imported
     if gating:
         from xentcli import gates as gate_mod
         from xentcli.report.model import SCHEMA_VERSION
 
         parsed = [gate_mod.parse_gate(expr) for expr in fail_if or ()]
+        gate_mod.require_baseline(parsed, baseline is not None)
         baseline_report = None if baseline is None else gate_mod.load_baseline(
             baseline, options.signature(), SCHEMA_VERSION, allow_signature_mismatch)
     def check_classes(names: Sequence[str]) -> None:  # a typo in a gate fails before the pass
@@ -244,47 +247,7 @@ def _emit(report: Report, fmt: str, output: str | None, precision: int, quiet: b
     if not quiet:
         for warning in report.warnings:
             typer.echo(f"xent: warning: {warning}", err=True)
-    color = output is None and fmt == "table" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    _write(render(report, fmt, precision, color), output)
-
-
-def _write(text: str, output: str | None) -> None:
-    """The report to stdout (a closed pipe ends quietly) or, atomically, to a file."""
-    if output is None:
-        try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        except BrokenPipeError:  # the reader went away: end quietly, gates still set the exit code
-            _silence_stdout()
-    else:
-        write_atomically(output, text)
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it: never a half-written report."""
-    import tempfile  # here: ~2 ms of start-up that a report on stdout does without
-
-    from xentcli.errors import UsageError
-
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".xent-", dir=directory)
-    except OSError as exc:
-        raise UsageError(f"-o {path}: cannot write there ({exc.strerror})", "check the directory") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise UsageError(f"-o {path}: cannot write the report ({exc.strerror})",
-                         "pass a file path that can be written") from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_report(render(report, fmt, precision, _color(fmt, output)), output)
 
 
 @app.command()
@@ -307,7 +270,7 @@ def inspect(
 
     options = _options(label=label, target=target, pred=pred, classes=classes, weight=weight, by=by,
                        id=row_id, positive=positive, scale=scale, input_format=input_format)
-    _write(render_inspection(*inspect_layout(file, options)), None)
+    write_report(render_inspection(*inspect_layout(file, options)), None)
 
 
 @app.command()
@@ -316,7 +279,7 @@ def compare(
     new_file: Annotated[str, typer.Argument(help="Predictions of the new model for the same rows.", metavar="NEW")],
     row_id: Annotated[Optional[str], typer.Option("--id", help="Pair rows by this column (default: by row order).", rich_help_panel="Columns")] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Paired bootstrap replicates for the confidence interval of each difference (0: none).", rich_help_panel="Bootstrap")] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed of the bootstrap.", rich_help_panel="Bootstrap")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed of the bootstrap.", rich_help_panel="Bootstrap")] = 0,
     confidence: Annotated[float, typer.Option(help="Confidence level of the interval.", rich_help_panel="Bootstrap")] = 0.95,
     format: FormatOpt = OutputFormat.table,
     output: Output = None,
@@ -351,13 +314,20 @@ def compare(
                              input_format=input_format, worst=0)
     options = CompareOptions(score_options, row_id, bootstrap, seed, confidence)
     options.check()
+    check_output(output)
     parsed = [gate_mod.parse_gate(expr) for expr in fail_if or ()]
+    gate_mod.require_baseline(parsed, False, compare=True)
     report = run_compare([base_file], [new_file], options)
     if parsed:
         report = report.with_gates(gate_mod.evaluate_gates(parsed, report.gate_view(), None))
-    color = output is None and format == OutputFormat.table and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    _write(render_compare(report, format.value, precision, color), output)
+    write_report(render_compare(report, format.value, precision, _color(format.value, output)), output)
     _exit_if_failed(report.passed, report.gates)
+
+
+def _color(fmt: str, output: str | None) -> bool:
+    """Colour only for a table on a terminal, and not when NO_COLOR is set."""
+    return (fmt == "table" and to_stdout(output) and sys.stdout is not None and sys.stdout.isatty()
+            and "NO_COLOR" not in os.environ)
 
 
 def _exit_if_failed(passed: bool, outcomes: Sequence[GateOutcome]) -> None:
@@ -372,19 +342,14 @@ def _exit_if_failed(passed: bool, outcomes: Sequence[GateOutcome]) -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"xent: error: {message}\n")
-    sys.stderr.flush()
+    if sys.stderr is not None:  # None: started with its standard error closed
+        sys.stderr.write(f"xent: error: {message}\n")
+        sys.stderr.flush()
     raise SystemExit(code)
 
 
-def _silence_stdout() -> None:
-    # Python flushes stdout at exit; point it at /dev/null so that flush cannot fail again.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-
-
 def _quiet_broken_pipe() -> NoReturn:
-    _silence_stdout()
+    silence_stdout()
     raise SystemExit(0)
 
 
@@ -413,9 +378,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         _fail("interrupted", EXIT_INTERRUPTED)
-    except _CLICK_ERRORS as exc:  # a usage error found by the option parser
-        exc.show()  # type: ignore[attr-defined]
-        raise SystemExit(getattr(exc, "exit_code", EXIT_USAGE)) from None
+    except _CLICK_ERRORS as exc:  # a usage error found by the option parser: one message
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "xent"
+        _fail(f"{exc.format_message()}\nhint: see {command} --help",  # type: ignore[attr-defined]
+              getattr(exc, "exit_code", EXIT_USAGE))
     except XentError as exc:
         _fail(exc.render(), exc.exit_code)
     except KeyboardInterrupt:
@@ -459,8 +426,10 @@ def run() -> NoReturn:
             sys.stderr.write(f"{exc.code}\n")
             code = 1
     try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-    sys.stderr.flush()
+        if sys.stdout is not None:  # None: started with its standard output closed
+            sys.stdout.flush()
+    except OSError:  # a closed pipe or a full disk, already reported if it held the report
+        silence_stdout()
+    if sys.stderr is not None:
+        sys.stderr.flush()
     os._exit(code)

@@ -28,6 +28,10 @@ from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS, SCHEMA_VERSION, Ga
 from xentcli.stream import Chunk, Rows
 
 MAX_BUCKETS = 4096
+# --bootstrap at most: every replicate's differences are kept for the interval's quantiles
+# (1e6 replicates: ~60 MB, and ~3 minutes of resampling on one core)
+MAX_REPLICATES = 1_000_000
+REPLICATE_BATCH = 1024  # replicates resampled at once: (batch, buckets) counts, 32 MiB
 # metrics with a bootstrap interval: all are ratios of per-row sums
 CI_METRICS = ("cross_entropy", "kl_divergence", "entropy_pred", "normalized_cross_entropy",
               "perplexity", "accuracy")
@@ -44,8 +48,11 @@ class CompareOptions:
 
     def check(self) -> None:
         self.score.check()
-        if self.bootstrap < 0:
-            raise UsageError(f"--bootstrap {self.bootstrap}: expected a number >= 0")
+        if not 0 <= self.bootstrap <= MAX_REPLICATES:
+            raise UsageError(f"--bootstrap {self.bootstrap}: expected a number from 0 to {MAX_REPLICATES:,}",
+                             "1,000 to 10,000 replicates give a stable 95% interval")
+        if self.seed < 0:
+            raise UsageError(f"--seed {self.seed}: expected a number >= 0")
         if not 0 < self.confidence < 1:
             raise UsageError(f"--confidence {self.confidence}: expected a number in (0, 1)")
         if self.score.layout.multilabel:
@@ -219,11 +226,19 @@ def bootstrap_diffs(base: dict[str, Floats], new: dict[str, Floats], n_classes: 
     else:
         support = np.stack([np.bincount(bucket, targets[:, k] * weight, buckets)
                             for k in range(n_classes)], axis=1)
-    counts = rng.multinomial(buckets, np.full(buckets, 1.0 / buckets), size=replicates).astype(np.float64)
-    prior = _entropy_rows(counts @ support, (counts @ bucket_weight)[:, None])
-    base_metrics = _ratio_metrics(counts @ bucket_sums(base), prior)
-    new_metrics = _ratio_metrics(counts @ bucket_sums(new), prior)
-    return {k: new_metrics[k] - base_metrics[k] for k in CI_METRICS}
+    base_sums, new_sums = bucket_sums(base), bucket_sums(new)
+    parts: dict[str, list[Floats]] = {k: [] for k in CI_METRICS}
+    # in batches, so that memory does not grow with the replicates; the draws are the same as
+    # in one call (the generator fills the rows one after another)
+    for start in range(0, replicates, REPLICATE_BATCH):
+        size = min(REPLICATE_BATCH, replicates - start)
+        counts = rng.multinomial(buckets, np.full(buckets, 1.0 / buckets), size=size).astype(np.float64)
+        prior = _entropy_rows(counts @ support, (counts @ bucket_weight)[:, None])
+        base_metrics = _ratio_metrics(counts @ base_sums, prior)
+        new_metrics = _ratio_metrics(counts @ new_sums, prior)
+        for k in CI_METRICS:
+            parts[k].append(new_metrics[k] - base_metrics[k])
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
 
 
 @dataclass(frozen=True)
@@ -261,11 +276,15 @@ class CompareReport:
                 "per_class": [{"class": c["class"], **{k: v["diff"] for k, v in c.items() if k != "class"}}
                               for c in self.per_class], "groups": []}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, finite: bool = True) -> dict[str, Any]:
+        """The JSON object (``finite`` False: infinite numbers kept, as in Report.to_dict)."""
         from xentcli.report.model import finite_or_none
 
+        def number(value: float | None) -> float | None:
+            return finite_or_none(value) if finite else value
+
         def clean(m: MetricComparison) -> dict[str, float | None]:
-            return {k: finite_or_none(getattr(m, k)) for k in ("base", "new", "diff", "ci_low", "ci_high")}
+            return {k: number(getattr(m, k)) for k in ("base", "new", "diff", "ci_low", "ci_high")}
 
         return {
             "schema_version": SCHEMA_VERSION,
@@ -278,11 +297,11 @@ class CompareReport:
             "rows": {"paired": self.paired_rows},
             "bootstrap": {"replicates": self.bootstrap, "seed": self.seed, "confidence": self.confidence},
             "metrics": {k: clean(m) for k, m in self.metrics.items()},
-            "per_class": [{"class": c["class"], **{k: {kk: finite_or_none(vv) for kk, vv in v.items()}
+            "per_class": [{"class": c["class"], **{k: {kk: number(vv) for kk, vv in v.items()}
                                                    for k, v in c.items() if k != "class"}}
                           for c in self.per_class],
-            "base": self.base.to_dict(),
-            "new": self.new.to_dict(),
+            "base": self.base.to_dict(finite),
+            "new": self.new.to_dict(finite),
             "gates": [g.to_dict() for g in self.gates],
             "passed": self.passed,
         }

@@ -43,10 +43,12 @@ class DataError(XentError):
 
 
 def escape_value(value: object, limit: int | None = 60) -> str:
-    """Quote a value from the input for a message: control characters escaped, long text cut,
-    rich markup never interpreted (the CLI prints messages without markup)."""
+    """Quote a value from the input for a message: control characters and backslashes escaped
+    (readable letters of any script kept), long text cut, rich markup never interpreted (the
+    CLI prints messages without markup)."""
     text = value if isinstance(value, str) else str(value)
-    escaped = text.encode("unicode_escape").decode("ascii").replace("'", "\\'")
+    escaped = "".join(c if c.isprintable() and c not in "\\'" else "\\'" if c == "'"
+                      else c.encode("unicode_escape").decode("ascii") for c in text)
     if limit is not None and len(escaped) > limit:
         escaped = escaped[: limit - 3] + "..."
     return f"'{escaped}'"

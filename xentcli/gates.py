@@ -27,6 +27,7 @@ from typing import Any
 from xentcli.errors import DataError, UsageError, escape_value, one_of
 from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS
 from xentcli.report.model import GateOutcome as GateResult
+from xentcli.report.render import safe
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -307,7 +308,8 @@ def _named(entries: list[tuple[str, Mapping[str, Any]]], name: str, gate: Gate,
         raise error(f"gate {escape_value(gate.expr, 200)}: {len(rows)} groups in {where} read "
                     f"{escape_value(name)} (their values joined with ',', a null as null), so "
                     "the gate cannot tell which one it means",
-                    "gate them all with groups.KEY[*], or make the values distinct")
+                    "make the values distinct" if gate.selector is None
+                    else "gate them all with groups.KEY[*], or make the values distinct")
     return rows[0] if rows else None
 
 
@@ -386,6 +388,23 @@ def _threshold(gate: Gate, base: float | None) -> float | None:
     return _as_number(by_form[gate.rhs])
 
 
+def require_baseline(gates: Sequence[Gate], given: bool, compare: bool = False) -> None:
+    """Refuse a gate that refers to 'baseline' when there is none (checked before the inputs
+    are read). ``compare`` gates the difference new − base, and has no baseline to refer to."""
+    for gate in gates:
+        if not gate.needs_baseline or given:
+            continue
+        if compare:
+            raise UsageError(f"gate {escape_value(gate.expr, 200)}: compare gates the difference "
+                             "new − base, which has no baseline",
+                             "gate the difference against a number, e.g. 'cross_entropy > 0.01'")
+        raise UsageError(
+            f"gate {escape_value(gate.expr, 200)} compares with the baseline and needs "
+            "--baseline FILE.json",
+            _BASELINE_HINT,
+        )
+
+
 def evaluate_gates(
     gates: Sequence[Gate],
     report: Mapping[str, Any],
@@ -405,13 +424,7 @@ def evaluate_gates(
     DataError
         The baseline lacks the gate's metric or holds a non-number there.
     """
-    for gate in gates:
-        if gate.needs_baseline and baseline is None:
-            raise UsageError(
-                f"gate {escape_value(gate.expr, 200)} compares with the baseline and needs "
-                "--baseline FILE.json",
-                _BASELINE_HINT,
-            )
+    require_baseline(gates, baseline is not None)
     results = []
     for gate in gates:
         for name, row in _targets(gate, report):
@@ -454,7 +467,7 @@ def failure_lines(results: Sequence[GateResult], precision: int = 4) -> list[str
     for r in results:
         if not r.passed:
             value, threshold = _value_and_threshold(r, precision)
-            lines.append(f"gate failed: {r.expr} (value {value}, threshold {threshold})")
+            lines.append(f"gate failed: {safe(r.expr)} (value {value}, threshold {threshold})")
     return lines
 
 

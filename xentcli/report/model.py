@@ -122,8 +122,10 @@ class Report:
     def with_gates(self, gates: Sequence[GateOutcome]) -> Report:
         return replace(self, gates=tuple(gates))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object of SPEC section 4 (non-finite numbers → None)."""
+    def to_dict(self, finite: bool = True) -> dict[str, Any]:
+        """The JSON object of SPEC section 4: non-finite numbers become None (with ``finite``
+        False they are kept, for a format that can tell an infinite loss from an undefined
+        value)."""
         raw = {
             "schema_version": self.schema_version,
             "xent_version": self.xent_version,
@@ -139,7 +141,7 @@ class Report:
             "gates": [asdict(g) for g in self.gates],
             "passed": self.passed,
         }
-        return _clean(raw)
+        return _clean(raw) if finite else raw
 
 
 def _clean(value: Any) -> Any:

@@ -50,7 +50,9 @@ def format_number(value: float | None, precision: int) -> str:
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if value != 0 and abs(value) < 10.0 ** (-precision):
-        return f"{value:.{max(precision - 1, 1)}e}"
+        return f"{value:.{max(precision - 1, 0)}e}"
+    if abs(value) >= 1e16:  # a perplexity of e^700: not three hundred digits
+        return f"{value:.{precision}e}"
     return f"{value:.{precision}f}"
 
 
@@ -91,31 +93,45 @@ def _scopes(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[s
 
 
 def render_csv(report: Report) -> str:
-    """Long format: one row per (scope, class, metric); class is empty for aggregates."""
+    """Long format: one row per (scope, class, metric); class is empty for aggregates. Rows of
+    scope "report" give the unit, the signature and the inputs."""
+    data = report.to_dict(finite=False)
+    rows: list[list[Any]] = [["scope", "class", "metric", "value"],
+                             ["report", "", "unit", data["unit"]],
+                             ["report", "", "signature", data["signature"]]]
+    rows += [["report", "", "input", name] for name in data["inputs"]]
+    counts = data["rows"]
+    rows += [["rows", "", key, counts[key]] for key in ("read", "scored", "skipped", "clipped")]
+    rows += [["rows", "", f"skipped:{reason}", n] for reason, n in counts["skipped_by_reason"].items()]
+    for scope, metrics, per_class in _scopes(data):
+        rows += [[scope, "", key, _csv_value(metrics[key])] for key in METRIC_KEYS]
+        rows += [[scope, entry["class"], key, _csv_value(entry[key])]
+                 for entry in per_class for key in PER_CLASS_KEYS]
+    rows += [["gate", "", gate["expr"], "pass" if gate["passed"] else "fail"] for gate in data["gates"]]
+    return _csv_text(rows)
+
+
+def _csv_text(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as CSV with "\n" line ends. The csv module quotes only the line end's characters,
+    so a row with a carriage return in a field (which readers take for a line end) is written
+    with every field quoted."""
     import csv  # only the CSV format needs it
 
-    data = report.to_dict()
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["scope", "class", "metric", "value"])
-    rows = data["rows"]
-    for key in ("read", "scored", "skipped", "clipped"):
-        writer.writerow(["rows", "", key, rows[key]])
-    for reason, count in rows["skipped_by_reason"].items():
-        writer.writerow(["rows", "", f"skipped:{reason}", count])
-    for scope, metrics, per_class in _scopes(data):
-        for key in METRIC_KEYS:
-            writer.writerow([scope, "", key, _csv_value(metrics[key])])
-        for entry in per_class:
-            for key in PER_CLASS_KEYS:
-                writer.writerow([scope, entry["class"], key, _csv_value(entry[key])])
-    for gate in data["gates"]:
-        writer.writerow(["gate", "", gate["expr"], "pass" if gate["passed"] else "fail"])
+    minimal = csv.writer(out, lineterminator="\n")
+    quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any(isinstance(c, str) and "\r" in c for c in row) else minimal).writerow(row)
     return out.getvalue()
 
 
 def _csv_value(value: float | None) -> str:
-    return "" if value is None else repr(value)
+    """A number in full; an infinite loss as inf; an undefined value (None, NaN) empty."""
+    if value is None or math.isnan(value):
+        return ""
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)
 
 
 def _unit(key: str, unit: str) -> str:
@@ -129,12 +145,30 @@ def _worst_class(report: Report) -> int | None:
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """A cell's text as itself in Markdown, escaped only where it would not be: a pipe splits
+    the cell; *, ` and ~ make emphasis or code; an underscore at a word's edge emphasis; < before
+    a letter HTML; [ before ]( a link. Line ends become spaces."""
+    def special(i: int, c: str) -> bool:
+        after = text[i + 1: i + 2]
+        if c == "_":
+            return not (text[i - 1: i].isalnum() and after.isalnum())
+        if c == "<":
+            return after.isalpha() or after in ("/", "!", "?")
+        if c == "[":
+            return "](" in text[i:]
+        return c in "\\|*`~"
+
+    return "".join(" " if c in "\r\n" else "\\" + c if special(i, c) else c for i, c in enumerate(text))
+
+
+class _Markdown(str):
+    """A cell that is Markdown already (not escaped again)."""
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(c if isinstance(c, _Markdown) else _md_escape(c) for c in row) + " |"
+              for row in rows]
     return [*lines, ""]
 
 
@@ -148,11 +182,19 @@ def _header_lines(report: Report) -> list[tuple[str, str]]:
     return [
         ("inputs", ", ".join(map(safe, report.inputs))),
         ("rows", row_text),
-        ("classes", f"{len(report.classes)}: " + ", ".join(map(safe, report.classes[:12]))
-         + (" ..." if len(report.classes) > 12 else "")),
+        ("classes", _class_summary(report.classes)),
         ("unit", report.unit),
         ("signature", report.signature),
     ]
+
+
+def _class_summary(classes: Sequence[str], shown: int = 12) -> str:
+    """The header's class line: the count and the first names (all of them are in the
+    per-class table)."""
+    text = f"{len(classes)}: " + ", ".join(map(safe, classes[:shown]))
+    if len(classes) > shown:
+        text += f" and {len(classes) - shown:,} more (all in the per-class table)"
+    return text
 
 
 def _class_rows(report: Report, precision: int) -> list[list[str]]:
@@ -191,7 +233,7 @@ def render_markdown(report: Report, precision: int = 4) -> str:
     worst = _worst_class(report)
     class_rows = _class_rows(report, precision)
     if worst is not None:
-        class_rows[worst][0] = f"**{class_rows[worst][0]}** (highest CE)"
+        class_rows[worst][0] = _Markdown(f"**{_md_escape(class_rows[worst][0])}** (highest CE)")
     lines += ["### Per class", "", *_md_table(["class", *CLASS_HEADERS.values()], class_rows)]
     if report.groups:
         lines += ["### Groups", "", *_md_table(GROUP_HEADERS, _group_rows(report, precision))]
@@ -213,7 +255,7 @@ def _to_text(renderables: Sequence[RenderableType], color: bool) -> str:
     from rich.console import Console
 
     buffer = io.StringIO()
-    console = Console(file=buffer, width=1000 if not color else None, color_system="auto" if color
+    console = Console(file=buffer, width=1_000_000 if not color else None, color_system="auto" if color
                       else None, force_terminal=color, highlight=False, emoji=False, markup=False)
     for renderable in renderables:
         console.print(renderable)
@@ -262,12 +304,13 @@ def _table_renderables(report: Report, precision: int) -> list[RenderableType]:
         metrics.add_row(METRIC_LABELS[key], _cell(key, getattr(report.scores, key), precision),
                         _unit(key, report.unit))
 
+    worst = _worst_class(report)
+    caption = None if worst is None else "◀ marks the class with the highest cross-entropy"
     per_class = Table(box=box.SIMPLE_HEAD, title=f"Per class ({report.unit})", title_justify="left",
-                      caption="◀ marks the class with the highest cross-entropy", caption_justify="left")
+                      caption=caption, caption_justify="left")
     per_class.add_column("class")
     for title in CLASS_HEADERS.values():
         per_class.add_column(title, justify="right")
-    worst = _worst_class(report)
     for k, row in enumerate(_class_rows(report, precision)):
         name = Text(row[0] + (" ◀" if k == worst else ""))
         per_class.add_row(name, *row[1:], style="bold red" if k == worst else None)
@@ -322,29 +365,10 @@ def render_compare(report: Any, fmt: str, precision: int = 4, color: bool = Fals
     data = report.to_dict()
     if fmt == "json":
         return json.dumps(data, allow_nan=False, indent=2, ensure_ascii=False) + "\n"
-    gates = [[g["expr"], format_number(g["value"], precision), format_number(g["threshold"], precision),
+    gates = [[safe(g["expr"]), format_number(g["value"], precision), format_number(g["threshold"], precision),
               "pass" if g["passed"] else "FAIL"] for g in data["gates"]]
     if fmt == "csv":
-        import csv  # only the CSV format needs it
-
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["scope", "class", "metric", "base", "new", "diff", "ci_low", "ci_high"])
-        paired = data["rows"]["paired"]
-        writer.writerow(["rows", "", "paired", paired, paired, "", "", ""])
-        for key in ("read", "scored", "skipped"):
-            counts = data["base"]["rows"][key], data["new"]["rows"][key]
-            writer.writerow(["rows", "", key, *counts, "", "", ""])
-        for key, m in data["metrics"].items():
-            writer.writerow(["overall", "", key, *(_csv_value(m[k]) for k in
-                                                   ("base", "new", "diff", "ci_low", "ci_high"))])
-        for c in data["per_class"]:
-            for key in PER_CLASS_KEYS:
-                writer.writerow(["class", c["class"], key, *(_csv_value(c[key][k]) for k in
-                                                             ("base", "new", "diff")), "", ""])
-        for gate in data["gates"]:  # as in score's CSV: the outcome in the value column (diff)
-            writer.writerow(["gate", "", gate["expr"], "", "", "pass" if gate["passed"] else "fail", "", ""])
-        return out.getvalue()
+        return _compare_csv(report.to_dict(finite=False))
     if fmt == "markdown":
         lines = ["## xent compare", ""] + [f"- **{k}**: {_md_escape(v)}" for k, v in _compare_header(data)]
         lines += ["", *_md_table(COMPARE_HEADERS, _compare_rows(data, precision))]
@@ -354,6 +378,26 @@ def render_compare(report: Any, fmt: str, precision: int = 4, color: bool = Fals
             lines += ["### Gates", "", *_md_table(GATE_HEADERS, gates)]
         return "\n".join(lines)
     return _compare_table(data, precision, color, gates)
+
+
+def _compare_csv(data: dict[str, Any]) -> str:
+    """compare's long CSV: base, new, diff and the interval's ends in columns."""
+    rows: list[list[Any]] = [["scope", "class", "metric", "base", "new", "diff", "ci_low", "ci_high"]]
+    rows += [["report", "", key, data[key], data[key], "", "", ""] for key in ("unit", "signature")]
+    rows.append(["report", "", "input", ", ".join(data["inputs"]["base"]), ", ".join(data["inputs"]["new"]),
+                 "", "", ""])
+    paired = data["rows"]["paired"]
+    rows.append(["rows", "", "paired", paired, paired, "", "", ""])
+    rows += [["rows", "", key, data["base"]["rows"][key], data["new"]["rows"][key], "", "", ""]
+             for key in ("read", "scored", "skipped")]
+    rows += [["overall", "", key, *(_csv_value(m[k]) for k in ("base", "new", "diff", "ci_low", "ci_high"))]
+             for key, m in data["metrics"].items()]
+    rows += [["class", c["class"], key, *(_csv_value(c[key][k]) for k in ("base", "new", "diff")), "", ""]
+             for c in data["per_class"] for key in PER_CLASS_KEYS]
+    # as in score's CSV: each gate's outcome, here in the diff column
+    rows += [["gate", "", g["expr"], "", "", "pass" if g["passed"] else "fail", "", ""]
+             for g in data["gates"]]
+    return _csv_text(rows)
 
 
 def _compare_table(data: dict[str, Any], precision: int, color: bool, gates: list[list[str]]) -> str:
