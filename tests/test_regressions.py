@@ -333,3 +333,74 @@ def test_a_text_label_after_class_positions_is_named_as_such(tmp_path: Path, cap
     assert result.code == 3
     assert "value 'b'; expected a class position 0..1" in result.err
     assert "either class names or class positions, not both" in result.err
+
+
+# --------------------------------------------------------------------------------------------
+# From the QA sweep of scales and binary files (oracles: SciPy, scikit-learn)
+
+
+@pytest.mark.parametrize("lines,column", [
+    (["label,lp_a,lp_b", "a,0.0005,-inf", "b,-2,-0.1"], "lp_a"),  # p = 1.0005, within --sum-tol
+    (["label,lp", "1,0.0005", "0,-0.1"], "lp"),  # binary
+])
+def test_a_log_probability_above_zero_is_refused(tmp_path: Path, capsys: Capture, lines: list[str],
+                                                 column: str) -> None:
+    """exp of it is a probability above 1: it used to pass within --sum-tol and give a negative
+    cross-entropy (−0.0005)."""
+    path = write_csv(tmp_path / "lp.csv", lines)
+    result = run_cli(capsys, "score", path, "--scale", "logprobs", "-f", "json")
+    assert result.code == 3
+    assert f"column '{column}': value '0.0005'; expected a log-probability <= 0" in result.err
+
+
+def test_a_target_out_of_range_is_named_as_a_probability(tmp_path: Path, capsys: Capture) -> None:
+    """Targets are probabilities whatever --scale the predictions have."""
+    path = write_csv(tmp_path / "t.csv", ["t_a,t_b,p_a,p_b", "1.01,0,-0.1,-2"])
+    result = run_cli(capsys, "score", path, "--target", "t_*", "--pred", "p_*", "--scale", "logprobs")
+    assert result.code == 3
+    assert "column 't_a': value '1.01'; expected a probability in [0, 1]" in result.err
+
+
+@pytest.mark.parametrize("scale", ["probs", "logits"])
+def test_binary_soft_targets(tmp_path: Path, capsys: Capture, scale: str) -> None:
+    """One target column P(1) against one prediction column P(1) (or its logit): scored as the
+    pair [1 − t, t]; it used to be refused for a row sum off 1. Oracle: SciPy."""
+    from scipy.special import expit, rel_entr, xlogy
+
+    t = np.array([0.3, 0.9, 1.0, 0.0])
+    column = np.array([0.4, 0.8, 0.5, 0.1]) if scale == "probs" else np.array([-0.4, 1.8, 0.0, -3.0])
+    q = column if scale == "probs" else expit(column)
+    path = write_csv(tmp_path / "b.csv", ["t,p", *(f"{a!r},{b!r}" for a, b in zip(t.tolist(), column.tolist(),
+                                                                                  strict=True))])
+    report = load_json(run_cli(capsys, "score", path, "--target", "t", "--pred", "p", "--scale", scale,
+                               "-f", "json").out)
+    targets, preds = np.stack([1 - t, t], axis=1), np.stack([1 - q, q], axis=1)
+    assert report["layout"]["classes"] == ["0", "1"]
+    metrics = report["metrics"]
+    assert metrics["cross_entropy"] == pytest.approx(-xlogy(targets, preds).sum(1).mean(), rel=1e-12)
+    assert metrics["kl_divergence"] == pytest.approx(rel_entr(targets, preds).sum(1).mean(), rel=1e-12)
+    assert metrics["entropy_target"] == pytest.approx(-xlogy(targets, targets).sum(1).mean(), rel=1e-12)
+
+
+def test_boolean_labels_take_positive_in_any_case(tmp_path: Path, capsys: Capture) -> None:
+    """A Parquet boolean label with --positive False: the message used to read "value 'False';
+    expected 'False' (--positive) or one other value". Oracle: scikit-learn."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "b.parquet"
+    labels, p_false = [True, False, True], [0.2, 0.7, 0.4]
+    pq.write_table(pa.table({"label": labels, "p": p_false}), path)
+    report = load_json(run_cli(capsys, "score", path, "--positive", "False", "-f", "json").out)
+    assert report["layout"]["classes"] == ["true", "false"]  # negative first
+    positive = [not y for y in labels]
+    expected = log_loss(positive, p_false, labels=[False, True])
+    assert report["metrics"]["cross_entropy"] == pytest.approx(expected, rel=1e-12)
+    refused = run_cli(capsys, "score", path, "--positive", "yes")
+    assert refused.code == 2 and "holds booleans" in refused.err
+
+
+def test_a_certain_right_row_has_zero_loss_not_minus_zero(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "p.csv", ["label,p", "1,1", "0,0"])
+    report = load_json(run_cli(capsys, "score", path, "--worst", "2", "-f", "json").out)
+    assert [math.copysign(1.0, w["cross_entropy"]) for w in report["worst"]] == [1.0, 1.0]

@@ -543,15 +543,18 @@ def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormal
     elif code == validate.SUM_OFF:
         return _sum_problem(layout, chunk, row, sum_tol, renormalize)
     else:
+        # each column by its own range: predictions in the layout's scale, targets in [0, 1]
         low, high = 0.0, validate.top_value(validate.Tolerance(renormalize=renormalize))
+        pred_expected = expected
         if code == validate.OUT_OF_RANGE and layout.scale == "logprobs":
-            low, high, expected = -math.inf, 0.0, "a log-probability <= 0"
+            low, high, pred_expected = -math.inf, 0.0, "a log-probability <= 0"
         elif code == validate.OUT_OF_RANGE and renormalize:
-            expected = "a finite score >= 0 (rows are renormalized)"
-        candidates = [*layout.pred_columns, *(layout.target_columns or ())]
-        column = next((c for c in candidates if not layout.pred_is_list
-                       and _bad_cell(code, chunk.batch.column(c)[row].as_py(), low, high)),
-                      candidates[0])
+            pred_expected = "a finite score >= 0 (rows are renormalized)"
+        candidates = [(c, low, high, pred_expected) for c in layout.pred_columns]
+        candidates += [(c, 0.0, 1.0, expected) for c in layout.target_columns or ()]
+        column, expected = next(((c, says) for c, lo, hi, says in candidates if not layout.pred_is_list
+                                 and _bad_cell(code, chunk.batch.column(c)[row].as_py(), lo, hi)),
+                                (candidates[0][0], pred_expected))
     return CellProblem(file_row, column, _cell_text(chunk.batch, column, row), reason, expected, line)
 
 

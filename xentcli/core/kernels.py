@@ -419,9 +419,10 @@ def row_stats(pred: LogProbs, labels: Ints | None, targets: Floats | None, eps: 
 
 
 def row_losses(pred: LogProbs, labels: Ints | None, targets: Floats | None) -> Floats:
-    """H(p_i, q_i) per row (nats), for the worst-rows list."""
+    """H(p_i, q_i) per row (nats), for the worst-rows list; a certain, right row's loss is 0, not
+    the −0.0 that negating its log q = 0 gives."""
     if labels is not None:
-        return -pred.log_probs[labels, np.arange(labels.shape[0])]
+        return 0.0 - pred.log_probs[labels, np.arange(labels.shape[0])]
     assert targets is not None
     with np.errstate(invalid="ignore"):
-        return np.where(targets > 0, -targets * pred.log_probs, 0.0).sum(axis=0)
+        return np.where(targets > 0, -targets * pred.log_probs, 0.0).sum(axis=0) + 0.0

@@ -142,7 +142,7 @@ def _prediction_codes(preds: Floats, nulls: Mask | None, scale: str, tol: Tolera
     # and they must be the logs of a distribution (a value above 0 is out of range, not inf)
     probs = np.exp(np.minimum(preds, 1.0))
     as_probs = Tolerance(tol.sum_tol, False, tol.check_sums)
-    return merge_codes(codes, _distribution_codes(probs, None, True, as_probs, top=1.0 + tol.sum_tol))
+    return merge_codes(codes, _distribution_codes(probs, None, True, as_probs, top=1.0))
 
 
 def check_rows(

@@ -309,6 +309,8 @@ def decode(
     targets = target_nulls = None
     if layout.target_columns is not None:
         targets, target_nulls, bad_target = _wide(batch, layout.target_columns)
+        if layout.binary:  # one column of P(positive), as the prediction's
+            targets = binary_pair(targets[0], "probs")
         if bad_target is not None:
             more = np.where(bad_target, NOT_A_NUMBER, 0).astype(np.uint8)
             forced = merge_codes(forced, more)

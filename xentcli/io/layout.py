@@ -332,12 +332,21 @@ def _finish_layout(
     if request.multilabel and target_columns is None:
         raise UsageError("--multilabel needs --target COLS: the 0/1 column of each label",
                          "e.g. --multilabel --target 'y_*' --pred 'p_*'")
-    binary = not pred_is_list and len(preds) == 1 and target_columns is None
+    # one probability column: P(positive), against labels or one soft-target column P(positive)
+    binary = (not pred_is_list and len(preds) == 1 and not request.multilabel
+              and (target_columns is None or len(target_columns) == 1))
     if request.positive is not None and not binary:
         what = ("a list column" if pred_is_list else "soft targets" if target_columns is not None
                 else f"{len(preds)} prediction columns")
         raise UsageError(f"--positive names the positive label of a binary file (one prediction "
                          f"column and labels); this one has {what}")
+    positive = request.positive
+    if positive is not None and label_kind == "boolean":  # its cells read as true and false
+        if positive.lower() not in ("true", "false"):
+            raise UsageError(f"--positive {escape_value(positive)}: the label column "
+                             f"{escape_value(label)} holds booleans",
+                             "pass --positive true or --positive false")
+        positive = positive.lower()
     classes = _classes(schema, request, preds, pred_is_list, binary, label_kind, target_columns)
     positional = (label is not None and label_kind == "integer" and classes is not None
                   and not binary and not any(_is_int_text(c) for c in classes))
@@ -351,7 +360,7 @@ def _finish_layout(
         multilabel=request.multilabel,
         label_kind=label_kind,
         positional_labels=positional,
-        positive=request.positive,
+        positive=positive,
         scale=request.scale,
         weight_column=request.weight,
         group_columns=tuple(request.by),
@@ -365,6 +374,8 @@ def _class_origin(request: LayoutRequest, binary: bool, pred_is_list: bool,
                   classes: tuple[str, ...] | None) -> str:
     if request.classes is not None:
         return "from --classes"
+    if binary and classes == ("0", "1") and request.label is None and request.target is not None:
+        return "0 and 1: the target column holds P(1), as the prediction column does"
     if binary:
         return "named by the label values, negative first"
     if pred_is_list:
@@ -432,7 +443,7 @@ def _classes(
     target_columns: tuple[str, ...] | None,
 ) -> tuple[str, ...] | None:
     if binary:
-        return _binary_classes(request, label_kind)
+        return _binary_classes(request, label_kind, soft=target_columns is not None)
     if pred_is_list:
         width = getattr(schema.field(preds[0]).type, "list_size", None)
         if request.classes is not None:
@@ -455,12 +466,14 @@ def _classes(
     return tuple(names)
 
 
-def _binary_classes(request: LayoutRequest, label_kind: str) -> tuple[str, ...] | None:
+def _binary_classes(request: LayoutRequest, label_kind: str, soft: bool = False) -> tuple[str, ...] | None:
     if request.classes is not None:
         if len(request.classes) != 2:
             raise UsageError("a single probability column is binary: --classes needs two names "
                              "(negative, positive)")
         return tuple(request.classes)
+    if soft:  # no labels to name them
+        return ("0", "1")
     if request.positive is not None:
         return None  # the negative class is named by the other label value seen in the data
     if label_kind == "boolean":
