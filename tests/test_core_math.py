@@ -1085,11 +1085,15 @@ def test_multilabel_update_refuses_a_batch_of_the_wrong_shape() -> None:
     assert all(label.stats.rows == 0 for label in acc.per_label)
 
 
-def test_finalize_refuses_weights_whose_sum_overflows() -> None:
-    """The API's accumulator too: every weight is finite, their sum is not."""
+def test_update_refuses_weights_whose_sum_overflows() -> None:
+    """The API's accumulator too: every weight is finite, their sum is not. The batch is refused
+    and nothing of it is added (finalize used to fail for every later call). Oracle: sklearn."""
     from xentcli.errors import DataError
 
     acc = Accumulator(2)
-    acc.update(np.array([[0.9, 0.1], [0.5, 0.5]]), labels=np.array([0, 1]), weights=np.array([1e308, 1e308]))
-    with pytest.raises(DataError, match="weights add up to"):
-        acc.finalize()
+    probs, labels = np.array([[0.9, 0.1], [0.5, 0.5]]), np.array([0, 1])
+    acc.update(probs, labels=labels)
+    with pytest.raises(DataError, match="weights add up to") as refused:
+        acc.update(probs, labels=labels, weights=np.array([1e308, 1e308]))
+    assert "this batch was not added" in str(refused.value.hint)
+    assert acc.finalize().cross_entropy == pytest.approx(log_loss(labels, probs), rel=1e-12)

@@ -1,6 +1,7 @@
 """xent: score prediction files (cross-entropy, entropy, KL divergence), streaming.
 
-``from xentcli import score, Accumulator`` — imported lazily so that ``xent --help`` starts fast.
+``from xentcli import score, ScoreOptions, LayoutRequest, Accumulator`` — imported lazily so that
+``xent --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Accumulator", "Report", "ScoreOptions", "__version__", "score"]
+__all__ = ["Accumulator", "LayoutRequest", "Report", "ScoreOptions", "__version__", "score"]
 
 if TYPE_CHECKING:
     from xentcli.core.accumulator import Accumulator
+    from xentcli.io.layout import LayoutRequest
     from xentcli.pipeline import ScoreOptions, score
     from xentcli.report.model import Report
 
@@ -21,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from xentcli.core.accumulator import Accumulator
 
         return Accumulator
+    if name == "LayoutRequest":
+        from xentcli.io.layout import LayoutRequest
+
+        return LayoutRequest
     if name in ("score", "ScoreOptions"):
         from xentcli import pipeline
 

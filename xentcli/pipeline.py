@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import math
+import numbers
+import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -37,15 +40,24 @@ class ScoreOptions:
     input_format: str | None = None
     worst: int = 0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.base, int) and not isinstance(self.base, bool):  # base=2 from Python
+            object.__setattr__(self, "base", str(self.base))
+
     def check(self) -> None:
         if self.base not in UNITS:
             raise UsageError(f"--base {escape_value(self.base)}: expected e, 2 or 10")
-        if not (self.eps >= 0 and math.isfinite(self.eps) and self.eps < 1):
-            raise UsageError(f"--eps {self.eps}: expected a number in [0, 1)")
-        if not (self.sum_tol >= 0 and math.isfinite(self.sum_tol)):
-            raise UsageError(f"--sum-tol {self.sum_tol}: expected a number >= 0")
-        if self.chunk_rows < 1:
-            raise UsageError(f"--chunk-rows {self.chunk_rows}: expected a positive number")
+        if not (_is_number(self.eps) and 0 <= self.eps < 1):
+            raise UsageError(f"--eps {escape_value(self.eps)}: expected a number in [0, 1)")
+        if not (_is_number(self.sum_tol) and self.sum_tol >= 0):
+            raise UsageError(f"--sum-tol {escape_value(self.sum_tol)}: expected a number >= 0")
+        if not (_is_whole(self.chunk_rows) and self.chunk_rows >= 1):
+            raise UsageError(f"--chunk-rows {escape_value(self.chunk_rows)}: expected a whole number >= 1")
+        if not (_is_whole(self.worst) and self.worst >= 0):
+            raise UsageError(f"--worst {escape_value(self.worst)}: expected a whole number >= 0")
+        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
+            raise UsageError(f"--input-format {escape_value(self.input_format)}: expected "
+                             f"{', '.join(INPUT_FORMATS[:-1])} or {INPUT_FORMATS[-1]}")
         if self.on_invalid not in ("error", "skip"):
             raise UsageError(f"--on-invalid {escape_value(self.on_invalid)}: expected error or skip")
         if self.layout.multilabel and (self.worst or self.renormalize):
@@ -67,10 +79,33 @@ class ScoreOptions:
     def signature(self) -> str:
         """The settings that change the numbers, sacrebleu-style."""
         weights = "yes" if self.layout.weight else "no"
-        return (f"xent:{__version__}|base:{self.base}|eps:{format(self.eps, '.2g')}|"
-                f"scale:{self.layout.scale}|sum_tol:{format(self.sum_tol, 'g')}|"
+        return (f"xent:{__version__}|base:{self.base}|eps:{_shortest(self.eps)}|"
+                f"scale:{self.layout.scale}|sum_tol:{_shortest(self.sum_tol)}|"
                 f"renorm:{'yes' if self.renormalize else 'no'}|weights:{weights}|"
                 f"invalid:{self.on_invalid}" + ("|multilabel:yes" if self.layout.multilabel else ""))
+
+
+INPUT_FORMATS = ("csv", "tsv", "parquet", "arrow", "jsonl")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _shortest(value: float) -> str:
+    """A setting in the signature: two digits where they name it (the default eps, float64's
+    machine epsilon, as 2.2e-16), else as many as it takes (0.00104 is not 0.001)."""
+    if value == DEFAULT_EPS:
+        return "2.2e-16"
+    for digits in range(1, 18):
+        text = format(value, f".{digits}g")
+        if float(text) == value:
+            return text
+    return repr(value)
 
 
 def _resolve(source: Source, options: ScoreOptions, schema: pa.Schema | None = None,
@@ -129,7 +164,7 @@ def _class_count(layout: Layout, sources: Sequence[Source], options: ScoreOption
 
 
 def score(
-    paths: Sequence[str],
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     options: ScoreOptions | None = None,
     stdin: BinaryIO | None = None,
     progress: Callable[[int, int | None], None] | None = None,
@@ -150,8 +185,12 @@ def score(
     """
     options = options or ScoreOptions()
     options.check()
+    names = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if stdin is not None and isinstance(stdin, io.TextIOBase):
+        raise UsageError("stdin: expected a binary stream (bytes), got text",
+                         "open the file with 'rb', or pass io.BytesIO(text.encode())")
     with ExitStack() as stack:
-        sources = resolve_sources(paths, options.input_format, stack, stdin)
+        sources = resolve_sources(names, options.input_format, stack, stdin)
         layout, _, n_classes = _setup(sources, options)
         if check_classes is not None and layout.classes is not None:
             check_classes(layout.classes)

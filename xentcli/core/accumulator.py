@@ -7,6 +7,7 @@ addition (sacrebleu's "extract stats → sum → compute")."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -16,9 +17,10 @@ import numpy.typing as npt
 
 from xentcli.core import kernels, validate
 from xentcli.core.kernels import ChunkStats, Floats
-from xentcli.errors import DataError
+from xentcli.errors import DataError, UsageError
 
 Scale = Literal["probs", "logits", "logprobs"]
+SCALES = ("probs", "logits", "logprobs")
 DEFAULT_EPS = float(np.finfo(np.float64).eps)
 UNITS = {"e": "nats", "2": "bits", "10": "hartleys"}
 # Weights may be any finite number >= 0, but a sum of them times a loss must stay finite: a
@@ -49,7 +51,7 @@ def add_stats(total: ChunkStats, part: ChunkStats) -> None:
 
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: its state is arrays
 class Accumulator:
     """Streaming scorer for K classes.
 
@@ -66,8 +68,14 @@ class Accumulator:
     stats: ChunkStats = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.n_classes < 1:
-            raise ValueError("n_classes must be at least 1")
+        if not (isinstance(self.n_classes, numbers.Integral) and not isinstance(self.n_classes, bool)
+                and self.n_classes >= 1):
+            raise UsageError(f"n_classes: expected a whole number >= 1, got {self.n_classes!r}")
+        if self.scale not in SCALES:
+            raise UsageError(f"scale: expected one of {', '.join(SCALES)}, got {self.scale!r}")
+        if not (isinstance(self.eps, numbers.Real) and not isinstance(self.eps, bool) and 0 <= self.eps < 1):
+            raise UsageError(f"eps: expected a number in [0, 1), got {self.eps!r}")
+        self.n_classes = int(self.n_classes)
         self.stats = _zeros_stats(self.n_classes)
 
     def update(
@@ -86,15 +94,18 @@ class Accumulator:
         added."""
         if (labels is None) == (targets is None):
             raise DataError("update takes labels or targets, one of them")
-        pred_cm = np.asarray(preds, dtype=np.float64).T
+        pred_arr = np.asarray(preds, dtype=np.float64)
+        pred_cm = (pred_arr.reshape(0, self.n_classes) if pred_arr.size == 0 else pred_arr).T
         target_cm = None if targets is None else np.asarray(targets, dtype=np.float64).T
         weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
         validate.check_shapes(pred_cm, self.n_classes, target_cm, weight_arr)
         label_idx = None if labels is None else validate.label_indices(labels, pred_cm.shape[-1],
                                                                        self.n_classes)
         validate.check_batch(pred_cm, self.scale, label_idx, target_cm, weight_arr)
-        with np.errstate(over="ignore"):  # sums of weights that overflow: finalize says so
-            self.update_class_major(self.log_probs(pred_cm), label_idx, target_cm, weight_arr)
+        if weight_arr is not None:
+            with np.errstate(over="ignore"):
+                _check_weight_sum(self.stats.weight_sum + float(weight_arr.sum()), "this batch")
+        self.update_class_major(self.log_probs(pred_cm), label_idx, target_cm, weight_arr)
 
     def log_probs(self, preds: Floats, low: float | None = None) -> kernels.LogProbs:
         """Turn class-major predictions in this accumulator's scale into probabilities and logs
@@ -140,17 +151,25 @@ class Accumulator:
         add_stats(self.stats, part)
 
     def merge(self, other: Accumulator) -> Accumulator:
-        """A new accumulator holding both states (associative and commutative)."""
-        if other.n_classes != self.n_classes:
-            raise ValueError("cannot merge accumulators with different class counts")
+        """A new accumulator holding both states (associative and commutative): states of the
+        same classes, scale and eps."""
+        if not isinstance(other, Accumulator):
+            raise UsageError(f"merge: expected an Accumulator, got {type(other).__name__}")
+        for name in ("n_classes", "scale", "eps"):
+            if getattr(other, name) != getattr(self, name):
+                raise UsageError(f"cannot merge accumulators of different {name}: "
+                                 f"{getattr(self, name)!r} and {getattr(other, name)!r}")
         merged = Accumulator(self.n_classes, self.eps, self.scale)
         add_stats(merged.stats, self.stats)
         add_stats(merged.stats, other.stats)
         return merged
 
-    def finalize(self, base: str = "e") -> Scores:
+    def finalize(self, base: str | int = "e") -> Scores:
         """Means and per-class values in the unit of ``base`` ('e', '2' or '10')."""
-        return finalize_stats(self.stats, base)
+        text = str(base) if isinstance(base, int) and not isinstance(base, bool) else base
+        if text not in UNITS:
+            raise UsageError(f"base: expected 'e', '2' or '10', got {base!r}")
+        return finalize_stats(self.stats, str(text))
 
 
 @dataclass(frozen=True)
@@ -248,14 +267,17 @@ def entropy_of(distribution: Floats, total: float) -> float:
     return value if value > 0 else 0.0  # a single class gives −0.0 (and max(−0.0, 0.0) is −0.0)
 
 
-def _check_weight_sum(weight_sum: float) -> None:
-    """Every weight is finite, but their sum, and the sums of weighted losses, must stay so too."""
+def _check_weight_sum(weight_sum: float, refused: str | None = None) -> None:
+    """Every weight is finite, but their sum, and the sums of weighted losses, must stay so too
+    (``refused``: what is refused, when it is not the whole run)."""
     if weight_sum < MAX_WEIGHT_SUM:
         return
     total = "more than a float64 holds" if math.isinf(weight_sum) else f"{weight_sum:.3g}"
+    hint = "scale the weights down: only their ratios change the metrics"
+    if refused is not None:
+        hint += f" ({refused} was not added)"
     raise DataError(f"the weights add up to {total}, so the sums of weighted losses overflow "
-                    f"(the limit is {MAX_WEIGHT_SUM:g})",
-                    "scale the weights down: only their ratios change the metrics")
+                    f"(the limit is {MAX_WEIGHT_SUM:g})", hint)
 
 
 def finalize_stats(stats: ChunkStats, base: str = "e") -> Scores:

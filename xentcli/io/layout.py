@@ -39,6 +39,22 @@ class LayoutRequest:
     # to BASE's lowest class index); unlike --classes, classes named otherwise are left alone.
     class_order: Sequence[str] | None = None
 
+    def __post_init__(self) -> None:
+        """Values from the Python API as the CLI would give them: a column name for ``by``, a
+        comma list for ``classes``, class names and a positive label as text."""
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        if isinstance(self.classes, str):
+            put("classes", tuple(c.strip() for c in self.classes.split(",")))
+        elif self.classes is not None:
+            put("classes", tuple(str(c) for c in self.classes))
+        put("by", (self.by,) if isinstance(self.by, str) else tuple(self.by))
+        if self.positive is not None and not isinstance(self.positive, str):
+            put("positive", str(self.positive))
+        if self.class_order is not None:
+            put("class_order", tuple(self.class_order))
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -141,14 +142,15 @@ class Report:
             "gates": [asdict(g) for g in self.gates],
             "passed": self.passed,
         }
-        return _clean(raw) if finite else raw
+        return _clean(raw) if finite else copy.deepcopy(raw)  # never the report's own lists
 
 
 def _clean(value: Any) -> Any:
+    """A fresh copy, with non-finite numbers as None."""
     if isinstance(value, float):
         return finite_or_none(value)
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
