@@ -74,7 +74,9 @@ def test_output_to_a_named_pipe_goes_down_the_pipe(tmp_path: Path, small_csv: Pa
     assert not pipe.is_file()  # still a pipe
 
 
-def test_output_dash_is_standard_output(tmp_path: Path, small_csv: Path, capsys: Capture) -> None:
+def test_output_dash_is_standard_output(tmp_path: Path, small_csv: Path, capsys: Capture,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     result = run_cli(capsys, "score", small_csv, "-f", "json", "-o", "-")
     assert result.code == 0, result.err
     assert load_json(result.out)["metrics"]["cross_entropy"] == pytest.approx(SMALL_CE, rel=RTOL)
