@@ -137,3 +137,28 @@ def test_a_batch_over_the_weight_limit_adds_nothing() -> None:
     acc.update(PROBS, labels=LABELS, weights=[1.0, 2.0, 3.0])
     expected = log_loss(LABELS, PROBS, sample_weight=[1.0, 2.0, 3.0])
     assert acc.finalize().cross_entropy == pytest.approx(expected, rel=RTOL)
+
+
+def test_numpy_numbers_are_taken_as_python_numbers(wide: Path) -> None:
+    """np.int64(2) for base was refused (with a message printing '2'); a float32 eps compared
+    equal to another eps than it clips at."""
+    options = ScoreOptions(base=np.int64(2), eps=np.float32(1e-3), sum_tol=np.float64(0.01),  # type: ignore[arg-type]
+                           chunk_rows=np.int32(2), worst=np.int64(1))
+    report = score(wide, options)
+    assert report.unit == "bits" and len(report.worst) == 1
+    assert "|eps:0.0010000000474974513|" in report.signature  # the float32's own value
+    acc = Accumulator(np.int64(3), eps=np.float32(1e-7))  # type: ignore[arg-type]
+    assert type(acc.n_classes) is int and type(acc.eps) is float
+    with pytest.raises(UsageError):
+        acc.merge(Accumulator(3, eps=1e-7))  # float32's 1e-7 is not 1e-7
+    acc.update(PROBS, labels=LABELS)
+    in_bits = log_loss(LABELS, PROBS) / np.log(2)
+    assert acc.finalize(np.int64(2)).cross_entropy == pytest.approx(in_bits, rel=RTOL)
+
+
+def test_an_empty_batch_must_still_have_the_classes() -> None:
+    acc = Accumulator(3)
+    with pytest.raises(DataError, match="preds"):
+        acc.update(np.zeros((0, 4)), labels=[])
+    with pytest.raises(DataError, match="preds"):
+        acc.update(np.zeros((5, 0)), labels=[0] * 5)

@@ -8,6 +8,7 @@ import csv
 import io
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -288,3 +289,65 @@ def test_inspect_shows_readable_names_as_they_are(tmp_path: Path, capsys: Captur
     path = write_csv(tmp_path / "u.csv", ["label,p_ü,p_日本", "ü,0.6,0.4"])
     out = run_cli(capsys, "inspect", path).out
     assert "'p_ü'" in out and "'日本'" in out
+
+
+# --------------------------------------------------------------------------------------------
+# from the review of the above
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_output_to_dev_stdout_into_a_closed_pipe_is_quiet(small_csv: Path) -> None:
+    """`-o /dev/stdout | head` ends as `| head` does without -o: quietly, with the gates' code."""
+    script = f'{" ".join(map(str, xent_command()))} score {small_csv} -o /dev/stdout {{}} | head -c 0'
+    for gate, code in (("", 0), ("--fail-if 'accuracy < 2'", 1)):
+        proc = subprocess.run(["bash", "-o", "pipefail", "-c", script.format(gate)], capture_output=True,
+                              timeout=60, env=clean_env())
+        assert proc.returncode == code, proc.stderr
+        assert b"error" not in proc.stderr  # only a failed gate's line
+
+
+@pytest.mark.parametrize("path", ["", "newname/"])
+def test_output_that_is_no_file_name_is_refused(tmp_path: Path, capsys: Capture, path: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """-o '' failed after the run; -o newname/ wrote a file called newname."""
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(capsys, "score", tmp_path / "not-there.csv", "-o", path)
+    assert result.code == 2 and "not a file name" in result.err
+    assert not (tmp_path / "newname").exists()
+
+
+def test_compare_tables_show_an_infinite_loss_as_inf(tmp_path: Path, capsys: Capture) -> None:
+    """Oracle: −log 0 = inf with --eps 0 (compare's table and Markdown said null)."""
+    base = write_csv(tmp_path / "b.csv", ["label,p_a,p_b", "a,0,1", "b,0.3,0.7"])
+    new = write_csv(tmp_path / "n.csv", ["label,p_a,p_b", "a,0.5,0.5", "b,0.3,0.7"])
+    for fmt in ("table", "markdown"):
+        out = run_cli(capsys, "compare", base, new, "--eps", "0", "--bootstrap", "0", "-f", fmt).out
+        line = next(x for x in out.splitlines() if "cross-entropy (log loss)" in x)
+        new_ce = f"{(-math.log(0.5) - math.log(0.7)) / 2:.4f}"
+        assert re.search(rf"\binf\W+{new_ce}\W+-inf\b", line), line  # base, new, diff; no interval
+
+
+def test_bare_xent_prints_the_help_only() -> None:
+    result = run_proc()
+    assert result.code == 2 and "Usage: xent" in result.out and "error" not in result.err
+
+
+def test_a_missing_option_value_points_at_the_command_help(small_csv: Path) -> None:
+    result = run_proc("score", small_csv, "--precision")
+    assert result.code == 2
+    assert result.err.splitlines() == ["xent: error: Option '--precision' requires an argument.",
+                                       "hint: see xent score --help"]
+
+
+def test_the_default_signatures_are_as_before() -> None:
+    """Baselines written before the signature kept every digit of --eps stay valid for the
+    common settings (their signatures, byte for byte)."""
+    from xentcli.io.layout import LayoutRequest
+    from xentcli.pipeline import ScoreOptions
+
+    tail = "scale:probs|sum_tol:{}|renorm:no|weights:no|invalid:error"
+    assert ScoreOptions().signature() == "xent:0.1.0|base:e|eps:2.2e-16|" + tail.format("0.001")
+    assert ScoreOptions(eps=1e-15, sum_tol=0.01, base="2").signature() == \
+        "xent:0.1.0|base:2|eps:1e-15|" + tail.format("0.01")
+    assert ScoreOptions(layout=LayoutRequest(scale="logits"), eps=0.0).signature() == \
+        "xent:0.1.0|base:e|eps:0|" + tail.format("0.001").replace("probs", "logits")

@@ -443,3 +443,27 @@ def test_float32_columns_ties_and_accuracy(tmp_path: Path, capsys: Capture, seed
     recalls = recall_score(labels[valid], predicted, labels=list(range(k)), average=None, zero_division=0)
     for entry, recall in zip(report["per_class"], recalls, strict=True):
         assert entry["accuracy"] == pytest.approx(recall, rel=1e-12)
+
+
+def test_positive_is_refused_with_binary_soft_targets(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "b.csv", ["t,p", "0.3,0.4", "0.9,0.8"])
+    result = run_cli(capsys, "score", path, "--target", "t", "--pred", "p", "--positive", "0")
+    assert result.code == 2 and "soft targets" in result.err
+
+
+def test_inspect_names_binary_soft_target_classes(tmp_path: Path, capsys: Capture) -> None:
+    path = write_csv(tmp_path / "b.csv", ["t,p", "0.3,0.4"])
+    out = run_cli(capsys, "inspect", path, "--target", "t", "--pred", "p").out
+    assert "0 and 1: the target column holds P(1), as the prediction column does" in out
+
+
+@pytest.mark.parametrize("value", ["1e-17", "2.3841858e-07"])
+def test_a_log_probability_just_above_zero_is_refused_with_a_hint(tmp_path: Path, capsys: Capture,
+                                                                 value: str) -> None:
+    """1e-17 passed (exp rounds it to 1) and gave a loss of −1e-17; float32 log-softmax rounding
+    makes such values, and the hint says what to do."""
+    path = write_csv(tmp_path / "lp.csv", ["label,lp_a,lp_b", f"a,{value},-40"])
+    result = run_cli(capsys, "score", path, "--scale", "logprobs")
+    assert result.code == 3
+    assert f"value '{value}'; expected a log-probability <= 0" in result.err
+    assert "clip them at 0" in result.err

@@ -143,7 +143,7 @@ def _options(
 
     request = LayoutRequest(
         label=label, target=target, pred=pred,
-        classes=[c.strip() for c in classes.split(",")] if classes else None,
+        classes=classes or None,  # a comma list, split by LayoutRequest
         weight=weight, by=tuple(by or ()), id=id, positive=positive, scale=scale.value,
         multilabel=multilabel,
     )
@@ -379,10 +379,16 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         _fail("interrupted", EXIT_INTERRUPTED)
     except _CLICK_ERRORS as exc:  # a usage error found by the option parser: one message
+        code = getattr(exc, "exit_code", EXIT_USAGE)
+        message = exc.format_message()  # type: ignore[attr-defined]
+        if not message:  # bare `xent`: the help, already printed, says it all
+            raise SystemExit(code) from None
         ctx = getattr(exc, "ctx", None)
         command = ctx.command_path if ctx is not None else "xent"
-        _fail(f"{exc.format_message()}\nhint: see {command} --help",  # type: ignore[attr-defined]
-              getattr(exc, "exit_code", EXIT_USAGE))
+        commands = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
+        if command == "xent" and args and args[0] in commands:  # an option's missing value
+            command = f"xent {args[0]}"
+        _fail(f"{message}\nhint: see {command} --help", code)
     except XentError as exc:
         _fail(exc.render(), exc.exit_code)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ import os
 import stat
 import sys
 
-from xentcli.errors import UsageError
+from xentcli.errors import UsageError, escape_value
 
 
 def to_stdout(path: str | None) -> bool:
@@ -28,9 +28,15 @@ def _kind(path: str) -> str:
     except FileNotFoundError:
         return "new"
     except OSError as exc:
-        raise UsageError(f"-o {path}: cannot write there ({exc.strerror})",
-                         "pass a file path that can be written") from None
+        raise _cannot_write(path, exc) from None
     return "folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "special"
+
+
+def _cannot_write(path: str, exc: OSError | None = None, why: str | None = None) -> UsageError:
+    """The one message for an -o that cannot be written, with the system's reason."""
+    reason = why or (exc.strerror if exc is not None else None) or "unknown reason"
+    return UsageError(f"-o {path}: cannot write the report ({reason})",
+                      "pass a file path that can be written")
 
 
 def check_output(path: str | None) -> None:
@@ -39,6 +45,8 @@ def check_output(path: str | None) -> None:
     if to_stdout(path):
         return
     assert path is not None
+    if not path or path.endswith(os.sep):
+        raise UsageError(f"-o {escape_value(path)}: not a file name", "pass a file path, e.g. -o report.json")
     kind = _kind(path)
     if kind == "folder":
         raise UsageError(f"-o {path}: is a folder", "pass a file path, e.g. -o report.json")
@@ -49,8 +57,7 @@ def check_output(path: str | None) -> None:
     if not os.path.isdir(directory):
         raise UsageError(f"-o {path}: the folder {directory} does not exist", "create it first")
     if denied or not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(f"-o {path}: cannot write there (permission denied)",
-                         "pass a file path that can be written")
+        raise _cannot_write(path, why="permission denied")
 
 
 def write_report(text: str, path: str | None) -> None:
@@ -65,9 +72,10 @@ def write_report(text: str, path: str | None) -> None:
     try:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
+    except BrokenPipeError:  # -o /dev/stdout | head, or a pipe's reader gone: as on stdout
+        pass
     except OSError as exc:
-        raise UsageError(f"-o {path}: cannot write the report ({exc.strerror})",
-                         "pass a file path that can be written") from None
+        raise _cannot_write(path, exc) from None
 
 
 def _replace(target: str, text: str, shown: str) -> None:
@@ -77,7 +85,7 @@ def _replace(target: str, text: str, shown: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".xent-", dir=os.path.dirname(target))
     except OSError as exc:
-        raise UsageError(f"-o {shown}: cannot write there ({exc.strerror})", "check the folder") from None
+        raise _cannot_write(shown, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -91,8 +99,7 @@ def _replace(target: str, text: str, shown: str) -> None:
         os.replace(tmp, target)
     except OSError as exc:
         os.unlink(tmp)
-        raise UsageError(f"-o {shown}: cannot write the report ({exc.strerror})",
-                         "pass a file path that can be written") from None
+        raise _cannot_write(shown, exc) from None
     except BaseException:
         os.unlink(tmp)
         raise

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
-import numbers
 import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -14,7 +12,7 @@ from typing import Any, BinaryIO, cast
 import pyarrow as pa
 
 from xentcli import __version__
-from xentcli.core.accumulator import DEFAULT_EPS, UNITS, unit_factor
+from xentcli.core.accumulator import DEFAULT_EPS, SCALES, UNITS, base_text, is_number, is_whole, unit_factor
 from xentcli.errors import CellProblem, DataError, UsageError, escape_value
 from xentcli.io import readers
 from xentcli.io.decode import LabelMapper, list_width
@@ -41,19 +39,26 @@ class ScoreOptions:
     worst: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.base, int) and not isinstance(self.base, bool):  # base=2 from Python
-            object.__setattr__(self, "base", str(self.base))
+        """Values from Python as the CLI gives them: base=2 as '2', NumPy numbers as Python's
+        (a float32 eps would clip at another value than the signature says)."""
+        object.__setattr__(self, "base", base_text(self.base))
+        for name in ("eps", "sum_tol"):
+            if is_number(getattr(self, name)):
+                object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("chunk_rows", "worst"):
+            if is_whole(getattr(self, name)):
+                object.__setattr__(self, name, int(getattr(self, name)))
 
     def check(self) -> None:
         if self.base not in UNITS:
             raise UsageError(f"--base {escape_value(self.base)}: expected e, 2 or 10")
-        if not (_is_number(self.eps) and 0 <= self.eps < 1):
+        if not (is_number(self.eps) and 0 <= self.eps < 1):
             raise UsageError(f"--eps {escape_value(self.eps)}: expected a number in [0, 1)")
-        if not (_is_number(self.sum_tol) and self.sum_tol >= 0):
+        if not (is_number(self.sum_tol) and self.sum_tol >= 0):
             raise UsageError(f"--sum-tol {escape_value(self.sum_tol)}: expected a number >= 0")
-        if not (_is_whole(self.chunk_rows) and self.chunk_rows >= 1):
+        if not (is_whole(self.chunk_rows) and self.chunk_rows >= 1):
             raise UsageError(f"--chunk-rows {escape_value(self.chunk_rows)}: expected a whole number >= 1")
-        if not (_is_whole(self.worst) and self.worst >= 0):
+        if not (is_whole(self.worst) and self.worst >= 0):
             raise UsageError(f"--worst {escape_value(self.worst)}: expected a whole number >= 0")
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
             raise UsageError(f"--input-format {escape_value(self.input_format)}: expected "
@@ -62,9 +67,9 @@ class ScoreOptions:
             raise UsageError(f"--on-invalid {escape_value(self.on_invalid)}: expected error or skip")
         if self.layout.multilabel and (self.worst or self.renormalize):
             raise UsageError("--multilabel cannot be combined with --worst or --renormalize yet")
-        if self.layout.scale not in ("probs", "logits", "logprobs"):
-            raise UsageError(f"--scale {escape_value(self.layout.scale)}: expected probs, logits "
-                             "or logprobs")
+        if self.layout.scale not in SCALES:
+            raise UsageError(f"--scale {escape_value(self.layout.scale)}: expected "
+                             f"{', '.join(SCALES[:-1])} or {SCALES[-1]}")
         if self.renormalize and self.layout.scale != "probs":
             raise UsageError(f"--renormalize divides rows of probabilities by their sum; with --scale "
                              f"{self.layout.scale} there is nothing to renormalize")
@@ -86,14 +91,6 @@ class ScoreOptions:
 
 
 INPUT_FORMATS = ("csv", "tsv", "parquet", "arrow", "jsonl")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_whole(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _shortest(value: float) -> str:

@@ -476,6 +476,11 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
+LOGPROB_HINT = ("a log-probability above 0 is a probability above 1 (float32 rounding in a "
+                "log-softmax makes such values: clip them at 0, np.minimum(x, 0), before writing "
+                "the file), or pass --on-invalid skip to drop and count such rows")
+
+
 def _bad_cell(code: int, value: Any, low: float, high: float) -> bool:
     """Does this raw cell explain reason ``code``?"""
     if code == validate.NULL:
@@ -555,6 +560,9 @@ def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormal
         column, expected = next(((c, says) for c, lo, hi, says in candidates if not layout.pred_is_list
                                  and _bad_cell(code, chunk.batch.column(c)[row].as_py(), lo, hi)),
                                 (candidates[0][0], pred_expected))
+        if expected == "a log-probability <= 0":
+            return CellProblem(file_row, column, _cell_text(chunk.batch, column, row), reason, expected,
+                               line, hint=LOGPROB_HINT)
     return CellProblem(file_row, column, _cell_text(chunk.batch, column, row), reason, expected, line)
 
 

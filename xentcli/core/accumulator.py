@@ -28,6 +28,21 @@ UNITS = {"e": "nats", "2": "bits", "10": "hartleys"}
 MAX_WEIGHT_SUM = 1e300
 
 
+def is_number(value: object) -> bool:
+    """A finite real number (NumPy's scalars too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: object) -> bool:
+    """An integer (NumPy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def base_text(base: object) -> object:
+    """A log base as the CLI spells it: 2 and 10 given as numbers become '2' and '10'."""
+    return str(int(base)) if is_whole(base) else base  # type: ignore[call-overload]
+
+
 def unit_factor(base: str) -> float:
     """Nats per unit of the report: 1 (nats), ln 2 (bits) or ln 10 (hartleys)."""
     return 1.0 if base == "e" else math.log(float(base))
@@ -68,14 +83,14 @@ class Accumulator:
     stats: ChunkStats = field(init=False)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.n_classes, numbers.Integral) and not isinstance(self.n_classes, bool)
-                and self.n_classes >= 1):
+        if not (is_whole(self.n_classes) and self.n_classes >= 1):
             raise UsageError(f"n_classes: expected a whole number >= 1, got {self.n_classes!r}")
         if self.scale not in SCALES:
             raise UsageError(f"scale: expected one of {', '.join(SCALES)}, got {self.scale!r}")
-        if not (isinstance(self.eps, numbers.Real) and not isinstance(self.eps, bool) and 0 <= self.eps < 1):
+        if not (is_number(self.eps) and 0 <= self.eps < 1):
             raise UsageError(f"eps: expected a number in [0, 1), got {self.eps!r}")
-        self.n_classes = int(self.n_classes)
+        # plain Python numbers: a float32 eps would clip at another value than it compares equal to
+        self.n_classes, self.eps = int(self.n_classes), float(self.eps)
         self.stats = _zeros_stats(self.n_classes)
 
     def update(
@@ -95,7 +110,9 @@ class Accumulator:
         if (labels is None) == (targets is None):
             raise DataError("update takes labels or targets, one of them")
         pred_arr = np.asarray(preds, dtype=np.float64)
-        pred_cm = (pred_arr.reshape(0, self.n_classes) if pred_arr.size == 0 else pred_arr).T
+        if pred_arr.shape == (0,):  # an empty list: no rows
+            pred_arr = pred_arr.reshape(0, self.n_classes)
+        pred_cm = pred_arr.T
         target_cm = None if targets is None else np.asarray(targets, dtype=np.float64).T
         weight_arr = None if weights is None else np.asarray(weights, dtype=np.float64)
         validate.check_shapes(pred_cm, self.n_classes, target_cm, weight_arr)
@@ -166,7 +183,7 @@ class Accumulator:
 
     def finalize(self, base: str | int = "e") -> Scores:
         """Means and per-class values in the unit of ``base`` ('e', '2' or '10')."""
-        text = str(base) if isinstance(base, int) and not isinstance(base, bool) else base
+        text = base_text(base)
         if text not in UNITS:
             raise UsageError(f"base: expected 'e', '2' or '10', got {base!r}")
         return finalize_stats(self.stats, str(text))

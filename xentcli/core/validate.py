@@ -139,8 +139,12 @@ def _prediction_codes(preds: Floats, nulls: Mask | None, scale: str, tol: Tolera
         return _distribution_codes(preds, nulls, False, tol)  # finite
     # log-probabilities: −inf is log 0, a valid value; NaN and +inf are not
     codes = _distribution_codes(np.where(np.isneginf(preds), 0.0, preds), nulls, False, tol)
-    # and they must be the logs of a distribution (a value above 0 is out of range, not inf)
-    probs = np.exp(np.minimum(preds, 1.0))
+    # a value above 0 is a probability above 1, out of range (also one that exp rounds to 1)
+    above = (preds > 0).any(axis=0)
+    if above.any():
+        codes = merge_codes(codes, np.where(above, OUT_OF_RANGE, 0).astype(np.uint8))
+    # and they must be the logs of a distribution
+    probs = np.exp(np.minimum(preds, 0.0))
     as_probs = Tolerance(tol.sum_tol, False, tol.check_sums)
     return merge_codes(codes, _distribution_codes(probs, None, True, as_probs, top=1.0))
 

@@ -351,7 +351,7 @@ def _finish_layout(
     # one probability column: P(positive), against labels or one soft-target column P(positive)
     binary = (not pred_is_list and len(preds) == 1 and not request.multilabel
               and (target_columns is None or len(target_columns) == 1))
-    if request.positive is not None and not binary:
+    if request.positive is not None and (not binary or target_columns is not None):
         what = ("a list column" if pred_is_list else "soft targets" if target_columns is not None
                 else f"{len(preds)} prediction columns")
         raise UsageError(f"--positive names the positive label of a binary file (one prediction "

@@ -37,12 +37,13 @@ def _ignored_why(fld: pa.Field) -> str:
 def render_inspection(source: Source, schema: pa.Schema, layout: Layout, rows: int | None) -> str:
     """Plain text: file facts, then one line per column with its role and the reason."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from xentcli.report.render import text_console
+
     out = io.StringIO()
-    console = Console(file=out, width=1000, color_system=None, highlight=False, markup=False)
+    console = text_console(out)
     classes = list(layout.classes or ())
     facts = Table(box=None, show_header=False, pad_edge=False)
     facts.add_column(style="dim")

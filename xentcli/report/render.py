@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from xentcli.report.model import METRIC_KEYS, PER_CLASS_KEYS, Report, group_label
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
 
 METRIC_LABELS = {
     "cross_entropy": "cross-entropy (log loss)",
@@ -252,14 +252,20 @@ def render_table(report: Report, precision: int = 4, color: bool = False) -> str
 
 def _to_text(renderables: Sequence[RenderableType], color: bool) -> str:
     """Rendered without markup or highlighting; not a terminal: no colour and no wrapping."""
-    from rich.console import Console
-
     buffer = io.StringIO()
-    console = Console(file=buffer, width=1_000_000 if not color else None, color_system="auto" if color
-                      else None, force_terminal=color, highlight=False, emoji=False, markup=False)
+    console = text_console(buffer, color)
     for renderable in renderables:
         console.print(renderable)
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+
+
+def text_console(buffer: io.StringIO, color: bool = False) -> Console:
+    """A rich console writing into ``buffer``, without markup, highlighting or emoji; for a
+    terminal (``color``) as wide as it is, else wide enough that no line is cut or wrapped."""
+    from rich.console import Console
+
+    return Console(file=buffer, width=None if color else 1_000_000, color_system="auto" if color else None,
+                   force_terminal=color, highlight=False, emoji=False, markup=False)
 
 
 def _header_table(title: str, pairs: Sequence[tuple[str, str]]) -> RenderableType:
@@ -362,13 +368,13 @@ def _compare_header(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 def render_compare(report: Any, fmt: str, precision: int = 4, color: bool = False) -> str:
     """A CompareReport in any of the four formats; diff = new − base."""
-    data = report.to_dict()
     if fmt == "json":
-        return json.dumps(data, allow_nan=False, indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(report.to_dict(), allow_nan=False, indent=2, ensure_ascii=False) + "\n"
+    data = report.to_dict(finite=False)  # an infinite loss shown as inf, not as null
     gates = [[safe(g["expr"]), format_number(g["value"], precision), format_number(g["threshold"], precision),
               "pass" if g["passed"] else "FAIL"] for g in data["gates"]]
     if fmt == "csv":
-        return _compare_csv(report.to_dict(finite=False))
+        return _compare_csv(data)
     if fmt == "markdown":
         lines = ["## xent compare", ""] + [f"- **{k}**: {_md_escape(v)}" for k, v in _compare_header(data)]
         lines += ["", *_md_table(COMPARE_HEADERS, _compare_rows(data, precision))]
