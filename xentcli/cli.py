@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
+from typer.models import CommandInfo
 
 from xentcli import __version__
 from xentcli.errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, XentError
@@ -353,11 +354,15 @@ def _quiet_broken_pipe() -> NoReturn:
     raise SystemExit(0)
 
 
+def _command_name(command: CommandInfo) -> str:
+    """A registered command's name on the command line."""
+    return str(command.name or getattr(command.callback, "__name__", ""))
+
+
 def _app_for(args: list[str]) -> typer.Typer:
     """The app with only the command being run: typer builds the click command of every
     registered command at each start (~2 ms each), although one runs."""
-    chosen = [c for c in app.registered_commands
-              if args and args[0] == (c.name or getattr(c.callback, "__name__", ""))]
+    chosen = [c for c in app.registered_commands if args and args[0] == _command_name(c)]
     if not chosen:
         return app  # no command named first (--help, --version, a typo): the whole app
     slim = copy.copy(app)
@@ -385,8 +390,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(code) from None
         ctx = getattr(exc, "ctx", None)
         command = ctx.command_path if ctx is not None else "xent"
-        commands = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
-        if command == "xent" and args and args[0] in commands:  # an option's missing value
+        if command == "xent" and args and args[0] in map(_command_name, app.registered_commands):
+            # an option's missing value is found before the command's own context exists
             command = f"xent {args[0]}"
         _fail(f"{message}\nhint: see {command} --help", code)
     except XentError as exc:

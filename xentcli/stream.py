@@ -550,19 +550,19 @@ def describe_problem(layout: Layout, chunk: Chunk, row: int, code: int, renormal
     else:
         # each column by its own range: predictions in the layout's scale, targets in [0, 1]
         low, high = 0.0, validate.top_value(validate.Tolerance(renormalize=renormalize))
-        pred_expected = expected
+        pred_expected, pred_hint = expected, None
         if code == validate.OUT_OF_RANGE and layout.scale == "logprobs":
-            low, high, pred_expected = -math.inf, 0.0, "a log-probability <= 0"
+            low, high, pred_expected, pred_hint = -math.inf, 0.0, "a log-probability <= 0", LOGPROB_HINT
         elif code == validate.OUT_OF_RANGE and renormalize:
             pred_expected = "a finite score >= 0 (rows are renormalized)"
-        candidates = [(c, low, high, pred_expected) for c in layout.pred_columns]
-        candidates += [(c, 0.0, 1.0, expected) for c in layout.target_columns or ()]
-        column, expected = next(((c, says) for c, lo, hi, says in candidates if not layout.pred_is_list
-                                 and _bad_cell(code, chunk.batch.column(c)[row].as_py(), lo, hi)),
-                                (candidates[0][0], pred_expected))
-        if expected == "a log-probability <= 0":
-            return CellProblem(file_row, column, _cell_text(chunk.batch, column, row), reason, expected,
-                               line, hint=LOGPROB_HINT)
+        candidates = [(c, low, high, pred_expected, pred_hint) for c in layout.pred_columns]
+        candidates += [(c, 0.0, 1.0, expected, None) for c in layout.target_columns or ()]
+        column, expected, hint = next(
+            ((c, says, why) for c, lo, hi, says, why in candidates if not layout.pred_is_list
+             and _bad_cell(code, chunk.batch.column(c)[row].as_py(), lo, hi)),
+            (candidates[0][0], pred_expected, pred_hint))
+        return CellProblem(file_row, column, _cell_text(chunk.batch, column, row), reason, expected, line,
+                           hint=hint)
     return CellProblem(file_row, column, _cell_text(chunk.batch, column, row), reason, expected, line)
 
 

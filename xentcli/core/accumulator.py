@@ -10,7 +10,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -28,19 +28,19 @@ UNITS = {"e": "nats", "2": "bits", "10": "hartleys"}
 MAX_WEIGHT_SUM = 1e300
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """A finite real number (NumPy's scalars too), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def is_whole(value: object) -> bool:
+def is_whole(value: object) -> TypeGuard[int]:
     """An integer (NumPy's too), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def base_text(base: object) -> object:
     """A log base as the CLI spells it: 2 and 10 given as numbers become '2' and '10'."""
-    return str(int(base)) if is_whole(base) else base  # type: ignore[call-overload]
+    return str(int(base)) if is_whole(base) else base
 
 
 def unit_factor(base: str) -> float:
