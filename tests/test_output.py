@@ -351,3 +351,13 @@ def test_the_default_signatures_are_as_before() -> None:
         "xent:0.1.0|base:2|eps:1e-15|" + tail.format("0.01")
     assert ScoreOptions(layout=LayoutRequest(scale="logits"), eps=0.0).signature() == \
         "xent:0.1.0|base:e|eps:0|" + tail.format("0.001").replace("probs", "logits")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+@pytest.mark.parametrize("args", [["--help"], ["score", "--help"]])
+def test_help_into_a_closed_pipe_is_quiet(args: list[str]) -> None:
+    """`xent score --help | head -1` exited 1 (typer's and rich's own closed-pipe handling)."""
+    script = " ".join([*map(str, xent_command()), *args]) + " | head -c 0"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, timeout=60,
+                          env=clean_env())
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr

@@ -349,6 +349,17 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _pipe_closed_while_printing() -> bool:
+    """Whether typer's or rich's own handler of a closed pipe ended the run (each exits 1, which
+    here means a failed gate): click wraps sys.stdout, rich points it at the null device."""
+    if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        return True
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture), or closed
+        return False
+
+
 def _quiet_broken_pipe() -> NoReturn:
     silence_stdout()
     raise SystemExit(0)
@@ -375,7 +386,12 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        result = _app_for(args)(args=args, prog_name="xent", standalone_mode=False)
+        try:
+            result = _app_for(args)(args=args, prog_name="xent", standalone_mode=False)
+        except SystemExit as exc:
+            if exc.code == 1 and _pipe_closed_while_printing():  # --help | head: quietly, as a report
+                _quiet_broken_pipe()
+            raise
         if result == EXIT_INTERRUPTED:  # typer returns Ctrl-C as 130 in non-standalone mode
             _fail("interrupted", EXIT_INTERRUPTED)
         raise SystemExit(result if isinstance(result, int) else 0)
