@@ -361,3 +361,10 @@ def test_help_into_a_closed_pipe_is_quiet(args: list[str]) -> None:
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, timeout=60,
                           env=clean_env())
     assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
+
+
+def test_failed_gate_lines_follow_precision(small_csv: Path, capsys: Capture) -> None:
+    """Oracle: the accuracy of the three rows, 2/3 (the lines ignored --precision)."""
+    result = run_cli(capsys, "score", small_csv, "--fail-if", "accuracy < 2", "--precision", "2")
+    assert result.code == 1
+    assert f"gate failed: accuracy < 2 (value {2 / 3:.2f}, threshold 2.00)" in result.err

@@ -217,7 +217,7 @@ def score(
         results = gate_mod.evaluate_gates(parsed, report.to_dict(), baseline_report, baseline_path=baseline)
         report = report.with_gates(results)
     _emit(report, format.value, output, precision, quiet)
-    _exit_if_failed(report.passed, report.gates)
+    _exit_if_failed(report.passed, report.gates, precision)
 
 
 @contextmanager
@@ -322,7 +322,7 @@ def compare(
     if parsed:
         report = report.with_gates(gate_mod.evaluate_gates(parsed, report.gate_view(), None))
     write_report(render_compare(report, format.value, precision, _color(format.value, output)), output)
-    _exit_if_failed(report.passed, report.gates)
+    _exit_if_failed(report.passed, report.gates, precision)
 
 
 def _color(fmt: str, output: str | None) -> bool:
@@ -331,13 +331,14 @@ def _color(fmt: str, output: str | None) -> bool:
             and "NO_COLOR" not in os.environ)
 
 
-def _exit_if_failed(passed: bool, outcomes: Sequence[GateOutcome]) -> None:
-    """Failed gates: one line each on stderr, and exit code 1."""
+def _exit_if_failed(passed: bool, outcomes: Sequence[GateOutcome], precision: int) -> None:
+    """Failed gates: one line each on stderr (numbers at --precision, or as many more digits as
+    part them), and exit code 1."""
     if passed:
         return
     from xentcli.gates import failure_lines
 
-    for line in failure_lines(outcomes):
+    for line in failure_lines(outcomes, precision):
         typer.echo(line, err=True)
     raise typer.Exit(EXIT_GATE_FAILED)
 
