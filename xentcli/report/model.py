@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -142,15 +141,16 @@ class Report:
             "gates": [asdict(g) for g in self.gates],
             "passed": self.passed,
         }
-        return _clean(raw) if finite else copy.deepcopy(raw)  # never the report's own lists
+        return _clean(raw, finite)
 
 
-def _clean(value: Any) -> Any:
-    """A fresh copy, with non-finite numbers as None."""
+def _clean(value: Any, finite: bool = True) -> Any:
+    """A fresh copy (never the report's own lists), with non-finite numbers as None when
+    ``finite``."""
     if isinstance(value, float):
-        return finite_or_none(value)
+        return finite_or_none(value) if finite else value
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: _clean(v, finite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [_clean(v, finite) for v in value]
     return value
